@@ -1,0 +1,120 @@
+"""The compiled online engine that serves a live stack of Hebbian layers.
+
+One XLA-compiled function per bucket size applies a micro-batch of samples to the
+stack sequentially (`dynamics.run`), reading and assigning the layers' variables.
+Inputs are padded to the smallest bucket that holds them, with the valid length
+passed alongside, so XLA sees a handful of static shapes. Results are exactly the
+per-sample online results, and the final weights do not depend on how samples are
+grouped into micro-batches or on the bucket size (recovery by replay relies on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from service.model import dynamics
+from service.model.layer import Hebbian
+from service.model.rules import HebbianState
+
+DEFAULT_BUCKETS = (1, 8, 64, 256, 1024)
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """What one engine call did: activations, which samples were refused, the new step."""
+
+    activations: np.ndarray  # (n, units_out) float32
+    skipped: np.ndarray  # (n,) bool: learning samples refused because of a non-finite update
+    step: int  # samples learned by the model after this call
+
+
+class Engine:
+    """Applies micro-batches of samples to a built stack of `Hebbian` layers.
+
+    Not thread-safe by design: one learner thread owns an engine and its layers.
+
+    Args:
+      layers: the built layers of the stack, input to output.
+      buckets: padded batch sizes to compile, ascending; larger batches are split
+        into chunks of the largest bucket.
+    """
+
+    def __init__(self, layers: Sequence[Hebbian], buckets: Sequence[int] = DEFAULT_BUCKETS):
+        if not layers:
+            raise ValueError("an engine needs at least one layer; got none")
+        for layer in layers:
+            if not layer.built:
+                raise ValueError(f"layer {layer.name!r} must be built before it is served")
+        buckets = tuple(sorted({int(b) for b in buckets}))
+        if not buckets or buckets[0] < 1:
+            raise ValueError(f"buckets must be positive sizes; got {buckets}")
+        self.layers = tuple(layers)
+        self.buckets = buckets
+        self.params = tuple(layer.params for layer in self.layers)
+        self.input_dim = self.params[0].input_dim
+        self.output_dim = self.params[-1].units
+        self._variables = tuple(layer.state_variables for layer in self.layers)
+        self._apply = tf.function(self._apply_padded, jit_compile=True, autograph=False)
+        self._compiled: dict[int, tf.types.experimental.ConcreteFunction] = {}
+
+    @property
+    def step(self) -> int:
+        """Samples learned by the model so far."""
+        return int(self._variables[0].step.numpy())
+
+    def warm_up(self) -> None:
+        """Compile every bucket now (a call with no valid sample changes nothing)."""
+        for size in self.buckets:
+            self._run_bucket(
+                np.zeros((size, self.input_dim), np.float32), np.zeros(size, bool), 0, size
+            )
+
+    def process(self, samples: np.ndarray, learn: bool | np.ndarray = True) -> EngineResult:
+        """Apply `samples` (n, input_dim) in order; `learn` is one flag or one per sample."""
+        samples = np.ascontiguousarray(samples, dtype=np.float32)
+        if samples.ndim != 2 or samples.shape[1] != self.input_dim:
+            raise ValueError(
+                f"samples must have shape (n, {self.input_dim}); got {samples.shape}"
+            )
+        n = samples.shape[0]
+        flags = np.broadcast_to(np.asarray(learn, bool), (n,))
+        activations = np.empty((n, self.output_dim), np.float32)
+        skipped = np.zeros(n, bool)
+        largest = self.buckets[-1]
+        for start in range(0, n, largest):
+            stop = min(start + largest, n)
+            size = next(b for b in self.buckets if b >= stop - start)
+            ys, sk = self._run_bucket(samples[start:stop], flags[start:stop], stop - start, size)
+            activations[start:stop] = ys
+            skipped[start:stop] = sk
+        return EngineResult(activations, skipped, self.step)
+
+    def _run_bucket(self, samples, flags, count, size):
+        padded_x = np.zeros((size, self.input_dim), np.float32)
+        padded_x[:count] = samples[:count]
+        padded_flags = np.zeros(size, bool)
+        padded_flags[:count] = flags[:count]
+        fn = self._compiled.get(size)
+        if fn is None:
+            fn = self._apply.get_concrete_function(
+                tf.TensorSpec((size, self.input_dim), tf.float32),
+                tf.TensorSpec((size,), tf.bool),
+                tf.TensorSpec((), tf.int32),
+            )
+            self._compiled[size] = fn
+        ys, skipped = fn(padded_x, padded_flags, tf.constant(count, tf.int32))
+        return ys.numpy()[:count], skipped.numpy()[:count]
+
+    def _apply_padded(self, xs, learn_flags, n_valid):
+        states = tuple(
+            HebbianState(*(tf.convert_to_tensor(v) for v in variables)) for variables in self._variables
+        )
+        new_states, ys, skipped = dynamics.run(self.params, states, xs, learn_flags, n_valid)
+        for variables, new in zip(self._variables, new_states, strict=True):
+            for variable, value in zip(variables, new, strict=True):
+                variable.assign(value)
+        return ys, skipped
