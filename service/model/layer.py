@@ -115,7 +115,9 @@ class Hebbian(keras.layers.Layer):
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
         self.seed = int(seed)
-        self.learning = bool(learning)
+        # A variable, not a Python bool, so that flipping the switch also reaches
+        # functions Keras already traced (model.predict's cached predict_function).
+        self._learning = tf.Variable(bool(learning), trainable=False, name="learning")
         self.units = units
         self._learn_fn = tf.function(self._learn_batch, reduce_retracing=True, autograph=False)
 
@@ -146,19 +148,31 @@ class Hebbian(keras.layers.Layer):
         self.step = add("step", initial.step, dtype="int64")
 
     def call(self, inputs, learning: bool | None = None):
-        """Activations of `inputs`; updates the state first-response-then-learn when learning."""
-        learning = self.learning if learning is None else bool(learning)
+        """Activations of `inputs`; while learning, each sample then updates the state.
+
+        `learning` overrides the layer's switch for this call (direct layer calls only:
+        Keras models do not forward extra call arguments; set `layer.learning` instead).
+        """
         x = tf.convert_to_tensor(inputs, tf.float32)
         lead_shape = tf.shape(x)[:-1]
         x = tf.reshape(x, (-1, self.params.input_dim))
         self._check_finite(x)
-        if learning:
-            new_state, y = self._learn_fn(x, self.state)
-            for name, value in zip(_STATE_FIELDS, new_state, strict=True):
-                getattr(self, name).assign(value)
+        if learning is None and not tf.executing_eagerly():
+            y = tf.cond(self._learning, lambda: self._learn(x), lambda: self._infer(x))
+        elif self.learning if learning is None else bool(learning):
+            y = self._learn(x)
         else:
-            y = dynamics.forward(self.params, self.state, x)
+            y = self._infer(x)
         return tf.reshape(y, tf.concat([lead_shape, [self.units]], axis=0))
+
+    @property
+    def learning(self) -> bool:
+        """Whether calls update the state (the switch read by `call`)."""
+        return bool(self._learning.numpy())
+
+    @learning.setter
+    def learning(self, enabled: bool) -> None:
+        self._learning.assign(bool(enabled))
 
     def compute_output_shape(self, input_shape):
         """Same leading axes as the input, last axis `units`."""
@@ -191,6 +205,15 @@ class Hebbian(keras.layers.Layer):
             self.state_variables, initial_state(self.params, self.seed), strict=True
         ):
             variable.assign(value)
+
+    def _learn(self, x):
+        new_state, y = self._learn_fn(x, self.state)
+        for name, value in zip(_STATE_FIELDS, new_state, strict=True):
+            getattr(self, name).assign(value)
+        return y
+
+    def _infer(self, x):
+        return dynamics.forward(self.params, self.state, x)
 
     def _learn_batch(self, x, state):
         n = tf.shape(x)[0]
@@ -230,7 +253,12 @@ def initial_state(params: HebbianParams, seed: int) -> HebbianState:
         mask = (rng.random(shape) < params.connectivity_prob).astype(np.float32)
     else:
         mask = np.zeros(shape, np.float32)
-    kernel = (rng.normal(0.0, 1.0 / np.sqrt(params.input_dim), shape) * mask).astype(np.float32)
+    kernel = rng.normal(0.0, 1.0 / np.sqrt(params.input_dim), shape)
+    if params.rule == "bcm":
+        # BCM synapses start excitatory: a unit whose responses start negative is pulled
+        # into the non-selective zero-response fixed point and never leaves it.
+        kernel = np.abs(kernel)
+    kernel = (kernel * mask).astype(np.float32)
     if params.rule == "hebb" and params.stabilizer == "normalize":
         kernel = normalize_columns(tf.constant(kernel), params.norm_target).numpy()
     elif params.rule == "hebb":
