@@ -10,6 +10,7 @@ import numpy as np
 
 from service.model.engine import DEFAULT_BUCKETS, Engine
 from service.model.layer import Hebbian
+from service.model.rules import HebbianState
 
 
 @dataclass(frozen=True)
@@ -99,3 +100,29 @@ class HebbianStack:
             layer.reset_state(layer_seed)
             layers.append({**kwargs, "seed": layer.seed})
         self.config = StackConfig(self.config.input_dim, tuple(layers))
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Every layer's full state as numpy arrays, keyed "layer{i}.{field}"."""
+        return {
+            f"layer{index}.{field}": variable.numpy()
+            for index, layer in enumerate(self.layers)
+            for field, variable in zip(HebbianState._fields, layer.state_variables, strict=True)
+        }
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Assign a full state produced by `state_arrays` (checked before anything changes)."""
+        updates = []
+        for index, layer in enumerate(self.layers):
+            for field, variable in zip(HebbianState._fields, layer.state_variables, strict=True):
+                key = f"layer{index}.{field}"
+                if key not in arrays:
+                    raise ValueError(f"state has no {key!r}")
+                value = np.asarray(arrays[key])
+                if value.shape != tuple(variable.shape) or value.dtype != variable.dtype:
+                    raise ValueError(
+                        f"state {key!r} is {value.dtype}{list(value.shape)}; "
+                        f"expected {variable.dtype}{list(variable.shape)}"
+                    )
+                updates.append((variable, value))
+        for variable, value in updates:
+            variable.assign(value)

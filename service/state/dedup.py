@@ -1,0 +1,90 @@
+"""Exactly-once delivery: a bounded window of recently acknowledged request ids.
+
+A sensor that did not see its answer (a dropped connection, a server restart) sends
+the same request again with the same id; if the id is still in the window, the
+original answer is returned and nothing is applied twice. The window is part of the
+durable state: saved in snapshots and rebuilt by log replay (batch records carry the
+request ids they answered).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The answer a request got: its activations, refused sample indices, step after it."""
+
+    activations: np.ndarray
+    skipped: np.ndarray
+    step: int
+
+
+class RequestWindow:
+    """The newest acknowledged request ids with their answers, bounded in count and bytes.
+
+    Only the model's learner thread touches it.
+    """
+
+    def __init__(self, max_requests: int = 4096, max_bytes: int = 16 << 20):
+        self.max_requests = int(max_requests)
+        self.max_bytes = int(max_bytes)
+        self._acks: OrderedDict[str, Ack] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._acks)
+
+    def get(self, request_id: str) -> Ack | None:
+        """The stored answer for `request_id`, if it is still in the window."""
+        return self._acks.get(request_id) if request_id else None
+
+    def add(self, request_id: str, ack: Ack) -> None:
+        """Remember an acknowledged request (ids that are empty are never remembered)."""
+        if not request_id or request_id in self._acks:
+            return
+        self._acks[request_id] = ack
+        self._bytes += ack.activations.nbytes + ack.skipped.nbytes
+        while self._acks and (len(self._acks) > self.max_requests or self._bytes > self.max_bytes):
+            _, old = self._acks.popitem(last=False)
+            self._bytes -= old.activations.nbytes + old.skipped.nbytes
+
+    def clear(self) -> None:
+        """Forget everything (a Reset or Restore starts a new history)."""
+        self._acks.clear()
+        self._bytes = 0
+
+    def to_arrays(self) -> tuple[list[str], dict[str, np.ndarray]]:
+        """(ids, arrays) for a snapshot: ids in order, answers packed into flat arrays."""
+        ids = list(self._acks)
+        acks = list(self._acks.values())
+        width = acks[0].activations.shape[1] if acks else 0
+        return ids, {
+            "window.rows": np.array([len(a.activations) for a in acks], np.int64),
+            "window.activations": (
+                np.concatenate([a.activations for a in acks]) if acks
+                else np.zeros((0, width), np.float32)
+            ),
+            "window.skipped_counts": np.array([len(a.skipped) for a in acks], np.int64),
+            "window.skipped": (
+                np.concatenate([a.skipped for a in acks]).astype(np.int32) if acks
+                else np.zeros(0, np.int32)
+            ),
+            "window.steps": np.array([a.step for a in acks], np.int64),
+        }
+
+    def load_arrays(self, ids: list[str], arrays: dict[str, np.ndarray]) -> None:
+        """Replace the window with one saved by `to_arrays`."""
+        self.clear()
+        rows = np.cumsum(np.concatenate([[0], arrays["window.rows"]]))
+        skips = np.cumsum(np.concatenate([[0], arrays["window.skipped_counts"]]))
+        for i, request_id in enumerate(ids):
+            self.add(request_id, Ack(
+                arrays["window.activations"][rows[i] : rows[i + 1]],
+                arrays["window.skipped"][skips[i] : skips[i + 1]],
+                int(arrays["window.steps"][i]),
+            ))

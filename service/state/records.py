@@ -1,0 +1,132 @@
+"""Write-ahead log records: what each one holds and its byte layout.
+
+A record on disk is a frame ``<u32 body length><u32 CRC-32 of body>`` followed by the
+body ``<u64 sequence><u8 kind>`` + payload, all little-endian. Sequences of one log
+are consecutive from 1. A batch record holds a micro-batch exactly as the engine
+applied it (samples, per-sample learn flags, and the request ids it answered), so
+replaying it reproduces the weights bit for bit.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+FRAME = struct.Struct("<II")  # body length, crc32(body)
+HEADER = struct.Struct("<QB")  # sequence, kind
+_BATCH = struct.Struct("<II")  # n samples, width
+_REQUEST = struct.Struct("<IIH")  # first sample, sample count, id length
+_RESET = struct.Struct("<Bq")  # has seed, seed
+_TEXT = struct.Struct("<H")
+
+BATCH, RESET, RESTORE = 1, 2, 3
+MAX_BODY = 1 << 30
+
+
+class RecordError(ValueError):
+    """A record body that does not decode (its CRC matched, so this is a bug or tampering)."""
+
+
+@dataclass(frozen=True)
+class RequestSpan:
+    """The samples of one acknowledged request inside a batch, for exactly-once delivery."""
+
+    request_id: str
+    start: int
+    count: int
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """A micro-batch as applied: samples (n, width) float32 and learn flags (n,) bool."""
+
+    seq: int
+    samples: np.ndarray
+    learn: np.ndarray
+    requests: tuple[RequestSpan, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResetRecord:
+    """The model was re-initialised (`seed` None: each layer's configured seed)."""
+
+    seq: int
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class RestoreRecord:
+    """The model was returned to the state of snapshot `snapshot_id`."""
+
+    seq: int
+    snapshot_id: str
+
+
+Record = BatchRecord | ResetRecord | RestoreRecord
+
+
+def encode(record: Record) -> bytes:
+    """The framed bytes of `record`."""
+    if isinstance(record, BatchRecord):
+        samples = np.ascontiguousarray(record.samples, dtype="<f4")
+        n, width = samples.shape
+        parts = [
+            HEADER.pack(record.seq, BATCH),
+            _BATCH.pack(n, width),
+            np.asarray(record.learn, np.uint8).tobytes(),
+            samples.tobytes(),
+            struct.pack("<I", len(record.requests)),
+        ]
+        for span in record.requests:
+            rid = span.request_id.encode()
+            parts += [_REQUEST.pack(span.start, span.count, len(rid)), rid]
+    elif isinstance(record, ResetRecord):
+        seed = -1 if record.seed is None else record.seed
+        parts = [HEADER.pack(record.seq, RESET), _RESET.pack(record.seed is not None, seed)]
+    else:
+        sid = record.snapshot_id.encode()
+        parts = [HEADER.pack(record.seq, RESTORE), _TEXT.pack(len(sid)), sid]
+    body = b"".join(parts)
+    return FRAME.pack(len(body), zlib.crc32(body)) + body
+
+
+def decode_body(body: bytes) -> Record:
+    """The record held by a frame body whose CRC already matched."""
+    try:
+        seq, kind = HEADER.unpack_from(body, 0)
+        offset = HEADER.size
+        if kind == BATCH:
+            n, width = _BATCH.unpack_from(body, offset)
+            offset += _BATCH.size
+            learn = np.frombuffer(body, np.uint8, n, offset).astype(bool)
+            offset += n
+            samples = np.frombuffer(body, "<f4", n * width, offset).reshape(n, width)
+            offset += 4 * n * width
+            (count,) = struct.unpack_from("<I", body, offset)
+            offset += 4
+            spans = []
+            for _ in range(count):
+                start, size, length = _REQUEST.unpack_from(body, offset)
+                offset += _REQUEST.size
+                spans.append(RequestSpan(body[offset : offset + length].decode(), start, size))
+                offset += length
+            record: Record = BatchRecord(seq, samples.astype(np.float32), learn, tuple(spans))
+        elif kind == RESET:
+            has_seed, seed = _RESET.unpack_from(body, offset)
+            offset += _RESET.size
+            record = ResetRecord(seq, seed if has_seed else None)
+        elif kind == RESTORE:
+            (length,) = _TEXT.unpack_from(body, offset)
+            offset += _TEXT.size
+            record = RestoreRecord(seq, body[offset : offset + length].decode())
+            offset += length
+        else:
+            raise RecordError(f"unknown record kind {kind}")
+    except (struct.error, ValueError, UnicodeDecodeError) as err:
+        raise RecordError(f"undecodable record: {err}") from err
+    if offset != len(body):
+        raise RecordError(f"record has {len(body) - offset} trailing bytes")
+    return record
