@@ -266,3 +266,32 @@ def test_the_request_window_is_bounded_and_survives_a_snapshot():
     assert ids == ["r2", "r3", "r4"]
     assert np.array_equal(copy.get("r3").activations, np.full((2, 3), 3, np.float32))
     assert copy.get("r3").skipped.tolist() == [3]
+
+
+def test_check_data_reports_without_changing_anything(tmp_path):
+    from service.state.inspect import inspect_data_dir
+
+    data = DataDir(tmp_path)
+    data.open()
+    store = data.create_model("m", {"input_dim": 4, "layers": [{"units": 2}]})
+    store.recover(Recorder())
+    for _ in range(3):
+        store.append_batch(RNG.normal(size=(2, 4)).astype(np.float32), np.ones(2, bool))
+    store.write_snapshot(6, {"x": np.zeros(1)}, {})
+    store.append_reset(None)
+    store.close()
+    data.close()
+    (segment,) = segment_paths(tmp_path / "models/m/wal")
+    segment.write_bytes(segment.read_bytes()[:-2])
+    before = segment.read_bytes()
+    (report,) = inspect_data_dir(tmp_path)
+    assert report.ok and report.input_dim == 4 and report.layers == 1
+    assert [s.seq for s in report.snapshots] == [3]
+    assert report.records_to_replay == 0 and "dropped on start" in report.torn_tail
+    assert segment.read_bytes() == before
+    damaged = bytearray(before)
+    damaged[10] ^= 1
+    segment.write_bytes(bytes(damaged))
+    segment.write_bytes(bytes(damaged) + encode(ResetRecord(5, None)))
+    (report,) = inspect_data_dir(tmp_path)
+    assert not report.ok and "corrupt at byte offset" in report.problems[0]
