@@ -77,21 +77,22 @@ class Engine:
         """Apply `samples` (n, input_dim) in order; `learn` is one flag or one per sample."""
         samples = np.ascontiguousarray(samples, dtype=np.float32)
         if samples.ndim != 2 or samples.shape[1] != self.input_dim:
-            raise ValueError(
-                f"samples must have shape (n, {self.input_dim}); got {samples.shape}"
-            )
+            raise ValueError(f"samples must have shape (n, {self.input_dim}); got {samples.shape}")
         n = samples.shape[0]
         flags = np.broadcast_to(np.asarray(learn, bool), (n,))
         activations = np.empty((n, self.output_dim), np.float32)
         skipped = np.zeros(n, bool)
+        step = None
         largest = self.buckets[-1]
         for start in range(0, n, largest):
             stop = min(start + largest, n)
             size = next(b for b in self.buckets if b >= stop - start)
-            ys, sk = self._run_bucket(samples[start:stop], flags[start:stop], stop - start, size)
+            ys, sk, step = self._run_bucket(
+                samples[start:stop], flags[start:stop], stop - start, size
+            )
             activations[start:stop] = ys
             skipped[start:stop] = sk
-        return EngineResult(activations, skipped, self.step)
+        return EngineResult(activations, skipped, self.step if step is None else step)
 
     def _run_bucket(self, samples, flags, count, size):
         padded_x = np.zeros((size, self.input_dim), np.float32)
@@ -106,15 +107,19 @@ class Engine:
                 tf.TensorSpec((), tf.int32),
             )
             self._compiled[size] = fn
-        ys, skipped = fn(padded_x, padded_flags, tf.constant(count, tf.int32))
-        return ys.numpy()[:count], skipped.numpy()[:count]
+        # Tensors, not numpy arrays: a concrete function converts those much more slowly.
+        ys, skipped, step = fn(
+            tf.constant(padded_x), tf.constant(padded_flags), tf.constant(count, tf.int32)
+        )
+        return ys.numpy()[:count], skipped.numpy()[:count], int(step)
 
     def _apply_padded(self, xs, learn_flags, n_valid):
         states = tuple(
-            HebbianState(*(tf.convert_to_tensor(v) for v in variables)) for variables in self._variables
+            HebbianState(*(tf.convert_to_tensor(v) for v in variables))
+            for variables in self._variables
         )
         new_states, ys, skipped = dynamics.run(self.params, states, xs, learn_flags, n_valid)
         for variables, new in zip(self._variables, new_states, strict=True):
             for variable, value in zip(variables, new, strict=True):
                 variable.assign(value)
-        return ys, skipped
+        return ys, skipped, new_states[0].step
