@@ -1,0 +1,1 @@
+"""The gRPC server: servicer, per-model learners, registry, health, metrics and wiring."""

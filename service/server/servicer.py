@@ -1,0 +1,212 @@
+"""`hebbian.v1.HebbianService`: parse the request, delegate, answer.
+
+The work happens elsewhere: `tensors` decodes and validates samples, the `registry`
+finds models, each model's `Learner` applies samples. A `ServiceError` raised on the
+way becomes the call's status (`context.abort`), so a refused request changes nothing.
+"""
+
+# ruff: noqa: N802  (method names are the RPC names of the proto)
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+
+import grpc
+
+from service.api import hebbian_pb2 as pb
+from service.api import hebbian_pb2_grpc as pb_grpc
+from service.server import messages, tensors
+from service.server.errors import ServiceError, invalid
+from service.server.learner import Learner, Outcome
+from service.server.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+# Messages of one stream read and queued ahead of the answers being sent: a stream's
+# messages reach the learner while earlier ones are still being answered.
+STREAM_WINDOW = 64
+# Bytes of a response besides activations, skipped indices and id (model, shape, framing).
+_RESPONSE_OVERHEAD = 1024
+_END = object()
+
+Request = pb.ProcessRequest | pb.StreamProcessRequest
+
+
+def _statuses(method: Callable) -> Callable:
+    """Turn a `ServiceError` raised by a unary method into the call's status."""
+
+    @functools.wraps(method)
+    def handler(self, request, context: grpc.ServicerContext):
+        try:
+            return method(self, request, context)
+        except ServiceError as err:
+            context.abort(err.code, err.message)
+
+    return handler
+
+
+class HebbianServicer(pb_grpc.HebbianServiceServicer):
+    """The API service over a `ModelRegistry`.
+
+    Args:
+      registry: the server's models.
+      max_samples_per_request: more samples in one request or stream message are
+        refused with RESOURCE_EXHAUSTED.
+      max_message_bytes: the server's message size limit; a request whose activations
+        would not fit in a response is refused with RESOURCE_EXHAUSTED before it runs.
+    """
+
+    def __init__(
+        self, registry: ModelRegistry, max_samples_per_request: int, max_message_bytes: int
+    ):
+        self._registry = registry
+        self._max_samples = max_samples_per_request
+        self._max_message_bytes = max_message_bytes
+
+    # -- learning and inference ------------------------------------------------------
+
+    @_statuses
+    def Process(self, request: pb.ProcessRequest, context) -> pb.ProcessResponse:
+        """Apply one request's samples and return their activations."""
+        learner, future = self._submit(request, context.time_remaining())
+        return pb.ProcessResponse(**_answer(request, learner, _result(future)))
+
+    def StreamProcess(
+        self, requests: Iterator[pb.StreamProcessRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.StreamProcessResponse]:
+        """Answer each message of a stream in order; a bad message ends the stream."""
+        pending: queue.Queue = queue.Queue(STREAM_WINDOW)
+        closed = threading.Event()
+        reader = threading.Thread(
+            target=self._read_stream, args=(requests, pending, closed), daemon=True,
+            name="stream-reader",
+        )
+        reader.start()
+        try:
+            while (item := pending.get()) is not _END:
+                if isinstance(item, ServiceError):
+                    context.abort(item.code, item.message)
+                request, learner, future = item
+                try:
+                    outcome = _result(future)
+                except ServiceError as err:
+                    context.abort(err.code, err.message)
+                yield pb.StreamProcessResponse(**_answer(request, learner, outcome))
+        finally:
+            closed.set()
+            while not pending.empty():  # unblock a reader waiting for room
+                pending.get_nowait()
+
+    def _read_stream(self, requests: Iterator, pending: queue.Queue, closed: threading.Event):
+        """Reader thread of one stream: validate and submit messages as they arrive."""
+        try:
+            for request in requests:
+                if closed.is_set():
+                    return
+                learner, future = self._submit(request, None)
+                pending.put((request, learner, future))
+        except ServiceError as err:
+            pending.put(err)
+        except grpc.RpcError:  # the client went away; the handler ends with the call
+            pass
+        except Exception as err:
+            log.exception("stream reader failed")
+            pending.put(ServiceError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}"))
+        finally:
+            pending.put(_END)
+
+    def _submit(self, request: Request, timeout: float | None) -> tuple[Learner, Future]:
+        learner = self._registry.get(request.model)
+        try:
+            samples = tensors.decode_samples(request.samples, learner.input_dim, self._max_samples)
+        except ServiceError as err:
+            learner.reject(err.reason or "invalid", err.samples)
+            raise
+        # worst case: 4 bytes per activation, a 5-byte skipped index per sample, the id
+        largest = len(samples) * (4 * learner.output_dim + 5) + len(request.request_id)
+        if largest + _RESPONSE_OVERHEAD > self._max_message_bytes:
+            learner.reject("too_large_response", len(samples))
+            raise ServiceError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the activations of {len(samples)} samples ({learner.output_dim} per sample) "
+                "would exceed the message size limit; send fewer samples per request",
+            )
+        learn = request.learn if request.HasField("learn") else True
+        return learner, learner.submit(samples, learn, timeout, request.request_id)
+
+    # -- model management ------------------------------------------------------------
+
+    @_statuses
+    def CreateModel(self, request: pb.CreateModelRequest, context) -> pb.CreateModelResponse:
+        """Create a named model from its layer-stack config."""
+        config = messages.config_from_proto(request.config)
+        learner = self._registry.create(request.name, config)
+        return pb.CreateModelResponse(model=messages.model_to_proto(learner.status()))
+
+    @_statuses
+    def GetModel(self, request: pb.GetModelRequest, context) -> pb.GetModelResponse:
+        """A model's config, counters and live statistics."""
+        learner = self._registry.get(request.name)
+        return pb.GetModelResponse(model=messages.model_to_proto(learner.status()))
+
+    @_statuses
+    def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+        """Every model, sorted by name."""
+        models = [messages.model_to_proto(learner.status()) for learner in self._registry.list()]
+        return pb.ListModelsResponse(models=models)
+
+    @_statuses
+    def DeleteModel(self, request: pb.DeleteModelRequest, context) -> pb.DeleteModelResponse:
+        """Delete a model once its queued requests are done."""
+        self._registry.delete(request.name)
+        return pb.DeleteModelResponse()
+
+    @_statuses
+    def Reset(self, request: pb.ResetRequest, context) -> pb.ResetResponse:
+        """Re-initialise a model's weights (after the requests queued before it)."""
+        learner = self._registry.get(request.name)
+        seed = request.seed if request.HasField("seed") else None
+        if seed is not None and seed < 0:
+            raise invalid(f"seed must be >= 0; got {seed}")
+        status = _result(learner.reset(seed))
+        return pb.ResetResponse(model=messages.model_to_proto(status))
+
+    def Snapshot(self, request: pb.SnapshotRequest, context) -> pb.SnapshotResponse:
+        """Not available yet: durable state comes with persistence."""
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, _NO_PERSISTENCE.format("Snapshot"))
+
+    def Restore(self, request: pb.RestoreRequest, context) -> pb.RestoreResponse:
+        """Not available yet: durable state comes with persistence."""
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, _NO_PERSISTENCE.format("Restore"))
+
+
+_NO_PERSISTENCE = (
+    "{} is not available: this server keeps models in memory only; durable state "
+    "(snapshots and a write-ahead log) comes with persistence"
+)
+
+
+def _result(future: Future):
+    """The future's result; a non-`ServiceError` failure becomes INTERNAL."""
+    try:
+        return future.result()
+    except ServiceError:
+        raise
+    except Exception as err:
+        raise ServiceError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}") from err
+
+
+def _answer(request: Request, learner: Learner, outcome: Outcome) -> dict:
+    """Fields of a Process/StreamProcess response, activations encoded like the samples."""
+    return {
+        "activations": tensors.encode(outcome.activations, raw=bool(request.samples.raw)),
+        "step": outcome.step,
+        "request_id": request.request_id,
+        "model": learner.name,
+        "skipped_samples": outcome.skipped.tolist(),
+    }
