@@ -5,9 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
+CHECKOV_VERSION := 3.3.30
+CHECKOV := .tools/checkov/bin/checkov
+PROMETHEUS := .tools/.prometheus-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test serve lint proto bench bench-engine clean
+.PHONY: test serve lint proto bench bench-engine clean test-image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +25,35 @@ $(BUF):
 	  npm install --no-save --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION); \
 	else echo "npm not found: the buf lint test will be skipped"; fi
 
+# checkov (tests/deploy) in a virtual environment of its own: its many pinned dependencies
+# would clash with ours.
+$(CHECKOV):
+	$(PYTHON) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install --quiet --upgrade pip
+	.tools/checkov/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+
+# promtool and prometheus (tests/deploy) from Debian's `prometheus` package, installed with
+# apt-get as root; without them their tests are skipped with the reason.
+$(PROMETHEUS):
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then \
+	  mkdir -p .tools && touch $@; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      --no-install-recommends prometheus && mkdir -p .tools && touch $@; } \
+	  || echo "apt-get install prometheus failed: the promtool/Prometheus tests will be skipped"; \
+	else echo "promtool/prometheus missing (Debian package prometheus, as root): their tests will be skipped"; fi
+
 ## test: install into .venv and run the linter and the whole test suite
-test: $(STAMP) $(BUF)
-	$(BIN)/ruff check service tests benchmarks
+test: $(STAMP) $(BUF) $(CHECKOV) $(PROMETHEUS)
+	$(BIN)/ruff check service tests
 	$(BIN)/python -m pytest
+
+## test-image: build deploy/Dockerfile with podman and run the image read-only (minutes;
+## as root on Debian it installs podman, runc and debootstrap first)
+test-image: $(STAMP)
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null \
+	  || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc debootstrap; }
+	HEBBIAN_IMAGE_TEST=1 $(BIN)/python -m pytest -v tests/deploy/test_image.py
 
 ## serve: install into .venv and start the server (model `default`, gRPC 127.0.0.1:50051,
 ## metrics :9464); pass flags with ARGS, e.g. make serve ARGS="--port 50052"
@@ -38,7 +66,12 @@ proto: $(STAMP)
 
 ## lint: ruff only
 lint: $(STAMP)
-	$(BIN)/ruff check service tests benchmarks
+	$(BIN)/ruff check service tests
+
+## bench: the service end to end against a bare gRPC echo server, side by side, with
+## PASS/FAIL per target (a few minutes); flags with ARGS, e.g. make bench ARGS="--json"
+bench: $(STAMP)
+	$(BIN)/hebbian bench $(ARGS)
 
 ## bench-engine: engine throughput versus per-sample tf.function and numpy
 bench-engine: $(STAMP)

@@ -16,8 +16,10 @@ This module imports neither TensorFlow nor the server.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -77,6 +79,35 @@ class ProcessResult:
     model: str
     request_id: str
     skipped: tuple[int, ...]
+
+
+def tls_credentials(
+    ca: str | Path | None = None, cert: str | Path | None = None, key: str | Path | None = None
+) -> grpc.ChannelCredentials:
+    """TLS channel credentials from PEM files.
+
+    Args:
+      ca: CA bundle that signed the server's certificate (None: the system's roots).
+      cert, key: this client's certificate and private key, for servers that require
+        mutual TLS (both or neither).
+
+    Raises:
+      ValueError: only one of `cert` and `key`, or a file that cannot be read.
+    """
+    if (cert is None) != (key is None):
+        raise ValueError("a client certificate needs its key: give both --cert and --key")
+
+    def read(path: str | Path | None) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as error:
+            raise ValueError(f"cannot read {path}: {error.strerror}") from None
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert)
+    )
 
 
 def encode_samples(samples: Any) -> hebbian_pb2.Tensor:
@@ -149,8 +180,10 @@ class HebbianClient:
     Args:
       target: "host:port" of the server.
       timeout: deadline in seconds of every unary call (None: none).
-      credentials: `grpc.ChannelCredentials` for TLS; None uses a plaintext channel.
-      metadata: (key, value) pairs sent with every call, e.g. an authorization token.
+      credentials: `grpc.ChannelCredentials` for TLS (see `tls_credentials`); None uses
+        a plaintext channel.
+      metadata: (key, value) pairs sent with every call.
+      token: bearer token, sent as `authorization: Bearer <token>` with every call.
       connect_timeout: how long the first call waits for a connection before it
         raises `ServerUnavailableError` (a refused connection fails at once).
     """
@@ -162,12 +195,15 @@ class HebbianClient:
         timeout: float | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] | None = None,
+        token: str | None = None,
         connect_timeout: float = 5.0,
     ):
         self.target = target
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._metadata = tuple(metadata or ())
+        if token:
+            self._metadata += (("authorization", f"Bearer {token}"),)
         options = [("grpc.max_receive_message_length", -1)]  # the server bounds its answers
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=options)
@@ -261,17 +297,22 @@ class HebbianClient:
         model: str = "",
         learn: bool = True,
         window: int | None = None,
+        id_prefix: str | None = None,
     ) -> Iterator[ProcessResult]:
         """Streams `batches` (each (n, width) or (width,)) over one StreamProcess call.
 
         Yields one `ProcessResult` per batch, in order, as the server answers; the
-        request id of batch i is "i". `window` bounds the batches sent but not yet
+        request id of batch i is "<id_prefix>:<i>", with a fresh random prefix unless
+        one is given (the server answers a repeated id of a model with its first answer,
+        without applying it again, so resending a stream with the same prefix after a
+        failure is safe). `window` bounds the batches sent but not yet
         answered (None: only gRPC flow control bounds them, so the server may be far
         ahead of the answers read so far). Stopping the iteration cancels the stream.
         """
         if not self._connected:
             self.connect()
         singles: list[bool] = []
+        prefix = id_prefix if id_prefix is not None else uuid.uuid4().hex[:16]
         slots = threading.Semaphore(window) if window else None
         finished = threading.Event()
 
@@ -282,7 +323,8 @@ class HebbianClient:
                         return
                 singles.append(np.ndim(batch) == 1)
                 yield hebbian_pb2.StreamProcessRequest(
-                    model=model, samples=encode_samples(batch), learn=learn, request_id=str(index)
+                    model=model, samples=encode_samples(batch), learn=learn,
+                    request_id=f"{prefix}:{index}",
                 )
 
         call = self._stub.StreamProcess(requests(), metadata=self._metadata, wait_for_ready=False)
@@ -329,6 +371,22 @@ class HebbianClient:
         if seed is not None:
             request.seed = int(seed)
         return self._call(self._stub.Reset, request).model
+
+    def snapshot(self, name: str = "", include_weights: bool = False):
+        """Persists a model's state now; returns the `SnapshotResponse` (with each layer's
+        full state when `include_weights`)."""
+        request = hebbian_pb2.SnapshotRequest(name=name, include_weights=include_weights)
+        return self._call(self._stub.Snapshot, request)
+
+    def list_snapshots(self, name: str = "") -> list[hebbian_pb2.SnapshotInfo]:
+        """A model's kept snapshots, oldest first."""
+        request = hebbian_pb2.ListSnapshotsRequest(name=name)
+        return list(self._call(self._stub.ListSnapshots, request).snapshots)
+
+    def restore(self, snapshot_id: str, name: str = "") -> hebbian_pb2.Model:
+        """Returns a model to the state of one of its snapshots."""
+        request = hebbian_pb2.RestoreRequest(name=name, snapshot_id=snapshot_id)
+        return self._call(self._stub.Restore, request).model
 
 
 def _result(response: Any, *, single: bool) -> ProcessResult:

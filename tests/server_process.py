@@ -68,6 +68,14 @@ class ServerProcess:
         """host:port of the gRPC server."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def probe_target(self) -> str:
+        """Where readiness is probed in plaintext: the `--health-port` if given, else `target`."""
+        args = list(self.extra_args)
+        if "--health-port" in args:
+            return f"127.0.0.1:{args[args.index('--health-port') + 1]}"
+        return self.target
+
     def start(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Starts the server and waits until its readiness service is SERVING."""
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +95,7 @@ class ServerProcess:
                 raise RuntimeError(
                     f"hebbian serve exited with {self.process.returncode}:\n{self.log_tail()}"
                 )
-            if health_status(self.target, "readiness", timeout=1.0) == "SERVING":
+            if health_status(self.probe_target, "readiness", timeout=1.0) == "SERVING":
                 return
             time.sleep(0.2)
         self.stop()

@@ -218,12 +218,38 @@ class SnapshotRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., include_weights: _Optional[bool] = ...) -> None: ...
 
 class SnapshotResponse(_message.Message):
-    __slots__ = ("snapshot", "kernels")
+    __slots__ = ("snapshot", "layers")
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
-    KERNELS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
     snapshot: SnapshotInfo
-    kernels: _containers.RepeatedCompositeFieldContainer[Tensor]
-    def __init__(self, snapshot: _Optional[_Union[SnapshotInfo, _Mapping]] = ..., kernels: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+    layers: _containers.RepeatedCompositeFieldContainer[LayerState]
+    def __init__(self, snapshot: _Optional[_Union[SnapshotInfo, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[LayerState, _Mapping]]] = ...) -> None: ...
+
+class LayerState(_message.Message):
+    __slots__ = ("kernel", "lateral", "mask", "theta", "step")
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    LATERAL_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    THETA_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    kernel: Tensor
+    lateral: Tensor
+    mask: Tensor
+    theta: Tensor
+    step: int
+    def __init__(self, kernel: _Optional[_Union[Tensor, _Mapping]] = ..., lateral: _Optional[_Union[Tensor, _Mapping]] = ..., mask: _Optional[_Union[Tensor, _Mapping]] = ..., theta: _Optional[_Union[Tensor, _Mapping]] = ..., step: _Optional[int] = ...) -> None: ...
+
+class ListSnapshotsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListSnapshotsResponse(_message.Message):
+    __slots__ = ("snapshots",)
+    SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    snapshots: _containers.RepeatedCompositeFieldContainer[SnapshotInfo]
+    def __init__(self, snapshots: _Optional[_Iterable[_Union[SnapshotInfo, _Mapping]]] = ...) -> None: ...
 
 class RestoreRequest(_message.Message):
     __slots__ = ("name", "snapshot_id")

@@ -70,6 +70,11 @@ class HebbianServiceStub:
                 request_serializer=hebbian_dot_v1_dot_hebbian__pb2.SnapshotRequest.SerializeToString,
                 response_deserializer=hebbian_dot_v1_dot_hebbian__pb2.SnapshotResponse.FromString,
                 _registered_method=True)
+        self.ListSnapshots = channel.unary_unary(
+                '/hebbian.v1.HebbianService/ListSnapshots',
+                request_serializer=hebbian_dot_v1_dot_hebbian__pb2.ListSnapshotsRequest.SerializeToString,
+                response_deserializer=hebbian_dot_v1_dot_hebbian__pb2.ListSnapshotsResponse.FromString,
+                _registered_method=True)
         self.Restore = channel.unary_unary(
                 '/hebbian.v1.HebbianService/Restore',
                 request_serializer=hebbian_dot_v1_dot_hebbian__pb2.RestoreRequest.SerializeToString,
@@ -136,6 +141,13 @@ class HebbianServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSnapshots(self, request, context):
+        """Lists the model's kept snapshots, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Restore(self, request, context):
         """Returns the model to the state of an earlier snapshot.
         """
@@ -187,6 +199,11 @@ def add_HebbianServiceServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=hebbian_dot_v1_dot_hebbian__pb2.SnapshotRequest.FromString,
                     response_serializer=hebbian_dot_v1_dot_hebbian__pb2.SnapshotResponse.SerializeToString,
+            ),
+            'ListSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshots,
+                    request_deserializer=hebbian_dot_v1_dot_hebbian__pb2.ListSnapshotsRequest.FromString,
+                    response_serializer=hebbian_dot_v1_dot_hebbian__pb2.ListSnapshotsResponse.SerializeToString,
             ),
             'Restore': grpc.unary_unary_rpc_method_handler(
                     servicer.Restore,
@@ -389,6 +406,33 @@ class HebbianService:
             '/hebbian.v1.HebbianService/Snapshot',
             hebbian_dot_v1_dot_hebbian__pb2.SnapshotRequest.SerializeToString,
             hebbian_dot_v1_dot_hebbian__pb2.SnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hebbian.v1.HebbianService/ListSnapshots',
+            hebbian_dot_v1_dot_hebbian__pb2.ListSnapshotsRequest.SerializeToString,
+            hebbian_dot_v1_dot_hebbian__pb2.ListSnapshotsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,6 +10,7 @@ grouped into micro-batches or on the bucket size (recovery by replay relies on i
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,7 +60,7 @@ class Engine:
         self.output_dim = self.params[-1].units
         self._variables = tuple(layer.state_variables for layer in self.layers)
         self._apply = tf.function(self._apply_padded, jit_compile=True, autograph=False)
-        self._compiled: dict[int, tf.types.experimental.ConcreteFunction] = {}
+        self._compiled: dict[int, _BucketCall] = {}
 
     @property
     def step(self) -> int:
@@ -80,10 +81,14 @@ class Engine:
             raise ValueError(f"samples must have shape (n, {self.input_dim}); got {samples.shape}")
         n = samples.shape[0]
         flags = np.broadcast_to(np.asarray(learn, bool), (n,))
+        largest = self.buckets[-1]
+        if 0 < n <= largest:  # one bucket: its outputs are the result, no copies
+            size = next(b for b in self.buckets if b >= n)
+            ys, sk, step = self._run_bucket(samples, flags, n, size)
+            return EngineResult(ys, sk, step)
         activations = np.empty((n, self.output_dim), np.float32)
         skipped = np.zeros(n, bool)
         step = None
-        largest = self.buckets[-1]
         for start in range(0, n, largest):
             stop = min(start + largest, n)
             size = next(b for b in self.buckets if b >= stop - start)
@@ -95,23 +100,25 @@ class Engine:
         return EngineResult(activations, skipped, self.step if step is None else step)
 
     def _run_bucket(self, samples, flags, count, size):
-        padded_x = np.zeros((size, self.input_dim), np.float32)
-        padded_x[:count] = samples[:count]
-        padded_flags = np.zeros(size, bool)
-        padded_flags[:count] = flags[:count]
-        fn = self._compiled.get(size)
-        if fn is None:
-            fn = self._apply.get_concrete_function(
-                tf.TensorSpec((size, self.input_dim), tf.float32),
-                tf.TensorSpec((size,), tf.bool),
-                tf.TensorSpec((), tf.int32),
+        call = self._compiled.get(size)
+        if call is None:
+            call = self._compiled[size] = _BucketCall(
+                self._apply.get_concrete_function(
+                    tf.TensorSpec((size, self.input_dim), tf.float32),
+                    tf.TensorSpec((size,), tf.bool),
+                    tf.TensorSpec((), tf.int32),
+                )
             )
-            self._compiled[size] = fn
-        # Tensors, not numpy arrays: a concrete function converts those much more slowly.
-        ys, skipped, step = fn(
-            tf.constant(padded_x), tf.constant(padded_flags), tf.constant(count, tf.int32)
-        )
-        return ys.numpy()[:count], skipped.numpy()[:count], int(step)
+        if count == size:  # a whole bucket (contiguous already): no padding, no copy
+            padded_x, padded_flags = samples, np.ascontiguousarray(flags)
+        else:
+            padded_x = np.empty((size, self.input_dim), np.float32)
+            padded_x[:count] = samples[:count]
+            padded_x[count:] = 0.0
+            padded_flags = np.zeros(size, bool)
+            padded_flags[:count] = flags[:count]
+        ys, skipped, step = call(padded_x, padded_flags, count)
+        return ys[:count], skipped[:count], step
 
     def _apply_padded(self, xs, learn_flags, n_valid):
         states = tuple(
@@ -123,3 +130,71 @@ class Engine:
             for variable, value in zip(variables, new, strict=True):
                 variable.assign(value)
         return ys, skipped, new_states[0].step
+
+
+class _BucketCall:
+    """Calls one bucket's compiled function with the least Python in between.
+
+    A `ConcreteFunction` call binds its structured signature, converts and casts every
+    argument and walks several layers of wrappers: about 200 us per call, most of a
+    batch-1 engine call. The function is run instead as the eager op it is (its name,
+    the inputs followed by its captured variable handles, the context's call options),
+    with inputs wrapped as eager tensors directly. That is what the wrapper ends up
+    doing when no gradient tape records. If this TensorFlow's internals differ, the
+    public call is used.
+    """
+
+    def __init__(self, function: tf.types.experimental.ConcreteFunction):
+        self._function = function
+        self._fast = None
+        try:
+            from tensorflow.python import pywrap_tfe
+            from tensorflow.python.eager import context
+            from tensorflow.python.framework import ops
+
+            ctx = context.context()
+            inference = function._inference_function
+            attrs = tuple(itertools.chain(*ctx.function_call_options.as_attrs().items()))
+            captured = list(function.captured_inputs)
+            name = inference.name.decode()
+            outputs = len(inference.function_type.flat_outputs)
+            eager, device = ops.EagerTensor, ctx.device_name
+            float32, boolean = tf.float32.as_datatype_enum, tf.bool.as_datatype_enum
+            counts: dict[int, tf.Tensor] = {}
+
+            def fast(xs: np.ndarray, flags: np.ndarray, count: int):
+                n = counts.get(count)
+                if n is None:
+                    n = counts[count] = tf.constant(count, tf.int32)
+                inputs = [eager(xs, device, float32), eager(flags, device, boolean), n, *captured]
+                return pywrap_tfe.TFE_Py_Execute(ctx._handle, None, name, inputs, attrs, outputs)
+
+            if outputs == 3:
+                self._fast = fast
+        except (AttributeError, ImportError, TypeError):
+            self._fast = None
+
+    def __call__(self, xs: np.ndarray, flags: np.ndarray, count: int):
+        """(activations, skipped, step) of one padded bucket, as numpy arrays and an int."""
+        if self._fast is not None and not _recording():
+            ys, skipped, step = self._fast(xs, flags, count)
+        else:
+            ys, skipped, step = self._function(
+                tf.constant(xs), tf.constant(flags), tf.constant(count, tf.int32)
+            )
+        return ys.numpy(), skipped.numpy(), int(step)
+
+
+def _recording() -> bool:
+    """Whether a gradient tape or a graph being built could watch this call."""
+    return tf.inside_function() or _could_record()
+
+
+try:  # one cheap check that no tape is active, as ConcreteFunction makes it
+    from tensorflow.python.eager import record as _record
+
+    _could_record = _record.could_possibly_record
+except (ImportError, AttributeError):  # pragma: no cover - other TensorFlow versions
+
+    def _could_record() -> bool:
+        return True

@@ -25,11 +25,14 @@ from typing import Any
 import yaml
 
 from service.server.names import DEFAULT_MODEL, name_problem
+from service.server.tokens import TokenError, Tokens, load_tokens
 
 EMBEDDED_MODELS: dict[str, dict] = {
     DEFAULT_MODEL: {"input_dim": 16, "layers": [{"units": 4, "rule": "sanger", "seed": 0}]}
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
+FSYNC_POLICIES = ("always", "everysec", "no")
+MEMORY_ONLY = ":memory:"  # as in SQLite: no data directory, nothing persists
 
 
 class ConfigError(ValueError):
@@ -45,6 +48,11 @@ class Limits:
     max_batch: int = 1024
     max_queued_samples: int = 65536
     max_model_weights: int = 16 * 1024 * 1024
+    max_models: int = 64
+    max_streams: int = 32
+    keepalive_time: float = 60.0
+    keepalive_timeout: float = 20.0
+    min_ping_interval: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -54,13 +62,24 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int = 9464
-    data_dir: Path | None = None
-    workers: int = 32
+    data_dir: Path | None = Path("data")
+    fsync: str = "always"
+    snapshot_every_samples: int = 100_000
+    snapshot_every_seconds: float = 300.0
+    snapshot_keep: int = 3
+    wal_segment_bytes: int = 64 * 1024 * 1024
+    workers: int = 64
     grace_period: float = 10.0
     log_level: str = "info"
     default_model: str = DEFAULT_MODEL
     models: Mapping[str, Mapping] = field(default_factory=lambda: dict(EMBEDDED_MODELS))
     limits: Limits = field(default_factory=Limits)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    token_file: Path | None = None
+    tokens: Tokens = field(default_factory=Tokens)  # from token_file and the environment
+    health_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +113,20 @@ def _port(value: int) -> bool:
     return 0 <= value <= 65535
 
 
+def data_dir_path(value: str) -> Path:
+    """A data directory setting: a path, or ":memory:" for none (see `load_config`)."""
+    if not value:
+        raise ValueError("empty path")
+    return Path(value)
+
+
+def file_path(value: str) -> Path:
+    """A file setting (TLS files, the token file): a non-empty path."""
+    if not value:
+        raise ValueError("empty path")
+    return Path(value)
+
+
 def _positive(value: float) -> bool:
     return value > 0
 
@@ -104,8 +137,20 @@ SETTINGS = (
     _Setting("port", int, "gRPC port (0 picks a free one)", _port, "a port in 0..65535"),
     _Setting("metrics_port", int, "Prometheus /metrics HTTP port (0 picks a free one)",
              _port, "a port in 0..65535"),
-    _Setting("data_dir", Path, "directory for snapshots and the write-ahead log",
-             expected="a directory path"),
+    _Setting("data_dir", data_dir_path, "directory for snapshots and the write-ahead log "
+             f"({MEMORY_ONLY} keeps models in memory only)",
+             expected=f"a directory path or {MEMORY_ONLY}"),
+    _Setting("fsync", str.lower, "when the write-ahead log is fsynced: always (before every "
+             "answer), everysec, no (the OS decides)", lambda v: v in FSYNC_POLICIES,
+             "one of " + ", ".join(FSYNC_POLICIES)),
+    _Setting("snapshot_every_samples", int, "take a snapshot after this many samples",
+             _positive, "an integer >= 1"),
+    _Setting("snapshot_every_seconds", float, "take a snapshot this many seconds after a change",
+             _positive, "a number of seconds > 0"),
+    _Setting("snapshot_keep", int, "snapshots kept per model (older ones are deleted)",
+             _positive, "an integer >= 1"),
+    _Setting("wal_segment_bytes", int, "size at which the write-ahead log starts a new segment",
+             lambda v: v >= 4096, "an integer >= 4096"),
     _Setting("workers", int, "gRPC worker threads = most concurrent RPCs (each open stream "
              "holds one)", _positive, "an integer >= 1"),
     _Setting("grace_period", float, "seconds in-flight requests get to finish on SIGTERM",
@@ -124,6 +169,30 @@ SETTINGS = (
              "(back-pressure)", _positive, "an integer >= 1", "limits"),
     _Setting("max_model_weights", int, "largest model CreateModel accepts, in weights "
              "(more: RESOURCE_EXHAUSTED)", _positive, "an integer >= 1", "limits"),
+    # -- security (see service/server/security.py and the README's "Security") --
+    _Setting("tls_cert", file_path, "PEM server certificate (chain): serve TLS instead of "
+             "plaintext", expected="a file path"),
+    _Setting("tls_key", file_path, "PEM private key of --tls-cert", expected="a file path"),
+    _Setting("tls_client_ca", file_path, "PEM CA bundle: require client certificates signed "
+             "by it (mutual TLS)", expected="a file path"),
+    _Setting("token_file", file_path, "file of bearer tokens, one 'admin TOKEN' or "
+             "'process TOKEN' per line (also env HEBBIAN_ADMIN_TOKENS, HEBBIAN_PROCESS_TOKENS)",
+             expected="a file path"),
+    _Setting("health_port", int, "extra plaintext port serving only grpc.health.v1 (for "
+             "kubelet probes when the main port needs mutual TLS)", _port,
+             "a port in 0..65535"),
+    _Setting("max_models", int, "most models the server holds (CreateModel beyond: "
+             "RESOURCE_EXHAUSTED)", _positive, "an integer >= 1", "limits"),
+    _Setting("max_streams", int, "most StreamProcess calls open at once (more: "
+             "RESOURCE_EXHAUSTED); keep it below workers", _positive, "an integer >= 1",
+             "limits"),
+    _Setting("keepalive_time", float, "seconds of idleness after which the server pings a "
+             "connection", _positive, "a number of seconds > 0", "limits"),
+    _Setting("keepalive_timeout", float, "seconds a keepalive ping may stay unanswered "
+             "before the connection is closed", _positive, "a number of seconds > 0", "limits"),
+    _Setting("min_ping_interval", float, "shortest interval at which clients may ping "
+             "(faster: the connection is closed)", _positive, "a number of seconds > 0",
+             "limits"),
 )
 
 
@@ -162,12 +231,32 @@ def load_config(
             f"default_model {default_model!r} is not one of the configured models: "
             f"{', '.join(sorted(models))}"
         )
+    if values["data_dir"] == Path(MEMORY_ONLY):
+        values["data_dir"] = None
+    if len(models) > values["max_models"]:
+        raise ConfigError(
+            f"{len(models)} models are configured but limits.max_models is {values['max_models']}"
+        )
+    _check_tls(values)
+    try:
+        tokens = load_tokens(values["token_file"], env)
+    except TokenError as err:
+        raise ConfigError(str(err)) from None
     limit_keys = {s.key for s in SETTINGS if s.section == "limits"}
     return ServerConfig(
         **{k: v for k, v in values.items() if k not in limit_keys},
         models=models,
         limits=Limits(**{k: v for k, v in values.items() if k in limit_keys}),
+        tokens=tokens,
     )
+
+
+def _check_tls(values: Mapping[str, Any]) -> None:
+    """TLS needs a certificate and its key together; a client CA needs both."""
+    if (values["tls_cert"] is None) != (values["tls_key"] is None):
+        raise ConfigError("TLS needs both tls_cert and tls_key (or neither, for plaintext)")
+    if values["tls_client_ca"] is not None and values["tls_cert"] is None:
+        raise ConfigError("tls_client_ca (mutual TLS) needs tls_cert and tls_key as well")
 
 
 def _resolve(setting: _Setting, flags: Mapping, env: Mapping, document: Mapping, path) -> Any:
@@ -191,7 +280,7 @@ def _resolve(setting: _Setting, flags: Mapping, env: Mapping, document: Mapping,
 def _parse(setting: _Setting, raw: Any, source: str) -> Any:
     """Parse an environment string or a file value (flags are parsed by argparse)."""
     bad = ConfigError(f"{source} must be {setting.expected}; got {raw!r}")
-    textual = setting.parse in (str, str.lower, Path)
+    textual = setting.parse in (str, str.lower, data_dir_path, file_path)
     if isinstance(raw, bool) or (textual and not isinstance(raw, str)):
         raise bad
     if setting.parse is int and isinstance(raw, float) and not raw.is_integer():

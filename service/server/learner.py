@@ -1,10 +1,19 @@
-"""One learner thread per model: the only writer of the model's variables.
+"""One learner thread per model: the only writer of the model's state.
 
 Request threads `submit` samples and wait on the returned future. The learner thread
 takes everything waiting (up to `max_batch` samples, whole requests only, in arrival
-order) as one micro-batch, commits it to the journal, applies it with one
-`engine.process` call (per-sample learn flags), then resolves each request's future
-with its slice of the activations. Resets run on the same thread, between batches.
+order) as one micro-batch and, in this order:
+
+1. answers requests whose `request_id` it already acknowledged (exactly-once: the
+   original answer, nothing applied twice);
+2. logs the batch to the model's write-ahead log (one write, one fsync: group commit);
+3. applies it with one `engine.process` call (per-sample learn flags);
+4. resolves each request with its own rows and step: acknowledged = logged + applied;
+5. takes a snapshot when the schedule says so.
+
+Resets, restores and snapshots run on the same thread, between batches. At start-up
+the learner is the target of recovery (newest snapshot + log replay, through the same
+code that applied the batches live, so the weights come back bit for bit).
 """
 
 from __future__ import annotations
@@ -21,12 +30,16 @@ import grpc
 import numpy as np
 
 from service.model import HebbianStack, StackConfig
+from service.model.engine import EngineResult
 from service.model.quality import LayerStatsValues, QualityTracker
 from service.server.errors import ServiceError
 from service.server.metrics import ModelMetrics
 from service.server.work_queue import QueueClosedError, QueueFullError, WorkItem, WorkQueue
-from service.state import Journal
-from service.state.records import RequestSpan
+from service.state.dedup import Ack, RequestWindow
+from service.state.records import BatchRecord, RequestSpan
+from service.state.snapshot import SnapshotInfo
+from service.state.store import ModelStore, RecoveryReport
+from service.state.wal import DurabilityError
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +65,15 @@ class ModelStatus:
     layer_stats: list[LayerStatsValues]
     create_time: float  # seconds since the epoch
     is_default: bool
+    last_snapshot: SnapshotInfo | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotSchedule:
+    """When a learner persists a snapshot on its own (besides the Snapshot RPC and stop)."""
+
+    every_samples: int = 100_000
+    every_seconds: float = 300.0
 
 
 class _Counters(NamedTuple):
@@ -65,6 +87,7 @@ class _Request(NamedTuple):
     learn: bool
     request_id: str
     future: Future
+    deadline: float | None = None  # time.monotonic() after which it must not be applied
 
 
 class Learner:
@@ -73,12 +96,14 @@ class Learner:
     Args:
       name: the model's name.
       stack: the built model; nothing else may touch it once `start` is called.
-      journal: commit hook called before each micro-batch or reset is applied.
+      store: the model's durable store, or None for a model kept in memory only.
       metrics: the model's metrics.
       max_batch: most samples per micro-batch (whole requests; a larger one runs alone).
       max_queued_samples: samples waiting before `submit` blocks (back-pressure).
       is_default: whether this is the server's default model.
       warm_up: compile every engine bucket on the thread before the first batch.
+      schedule: when to take snapshots on its own.
+      window: acknowledged request ids kept for exactly-once delivery.
     """
 
     def __init__(
@@ -86,32 +111,48 @@ class Learner:
         name: str,
         stack: HebbianStack,
         *,
-        journal: Journal,
+        store: ModelStore | None,
         metrics: ModelMetrics,
         max_batch: int,
         max_queued_samples: int,
         is_default: bool = False,
         warm_up: bool = True,
+        schedule: SnapshotSchedule | None = None,
+        window: RequestWindow | None = None,
     ):
         self.name = name
         self.stack = stack
+        self.store = store
         self.is_default = is_default
         self.create_time = time.time()
         self.input_dim = int(stack.config.input_dim)
         self.output_dim = stack.config.output_dim
         self.ready = threading.Event()  # set once warmed up and draining
-        self._journal = journal
         self._metrics = metrics
         self._max_batch = max_batch
         self._warm_up = warm_up
+        self._schedule = schedule or SnapshotSchedule()
+        self._window = window or RequestWindow()
         self._queue = WorkQueue(max_queued_samples)
         self._quality = QualityTracker(stack)
         self._counters = _Counters(stack.engine.step, 0, 0)
+        self._unsnapshotted = 0  # samples applied since the last snapshot
+        self._snapshot_time = time.monotonic()
+        self._final_snapshot = True
         self._thread = threading.Thread(target=self._run, name=f"learner-{name}", daemon=True)
         metrics.set_step(self._counters.step)
         metrics.set_stats_source(self._quality.layer_stats)
 
     # -- request side (any thread) -------------------------------------------------------
+
+    def recover(self) -> RecoveryReport | None:
+        """Rebuild the state from the store (call once, before `start`)."""
+        if self.store is None:
+            return None
+        report = self.store.recover(self)
+        self._metrics.set_step(self._counters.step)
+        self._snapshot_time = time.monotonic()
+        return report
 
     def start(self) -> None:
         """Start the learner thread (it warms up first, then drains the queue)."""
@@ -122,22 +163,31 @@ class Learner:
     ) -> Future[Outcome]:
         """Queue validated samples (n, input_dim) float32; the future resolves once applied.
 
-        `request_id` (optional) is handed to the journal with the request's span.
+        A `request_id` the model acknowledged recently gets that answer again instead.
+        `timeout` is the caller's time left: a request still queued when it has passed
+        is not applied (DEADLINE_EXCEEDED), nor is one whose future was cancelled.
 
         Raises:
           ServiceError: NOT_FOUND if the model is being deleted, DEADLINE_EXCEEDED if the
             queue stayed full for `timeout` seconds.
         """
         future: Future[Outcome] = Future()
-        request = _Request(samples, bool(learn), request_id, future)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        request = _Request(samples, bool(learn), request_id, future, deadline)
         self._put(WorkItem(request, len(samples)), timeout)
         return future
 
     def reset(self, seed: int | None = None) -> Future[ModelStatus]:
         """Re-initialise the weights (after the requests queued before it); step goes to 0."""
-        future: Future[ModelStatus] = Future()
-        self._put(WorkItem((self._reset, seed, future), 0, control=True), None)
-        return future
+        return self._control(self._reset, seed)
+
+    def snapshot(self) -> Future[tuple[SnapshotInfo, dict[str, np.ndarray]]]:
+        """Persist the state now (after the requests queued before it)."""
+        return self._control(lambda _: self._take_snapshot(), None)
+
+    def restore(self, snapshot_id: str) -> Future[ModelStatus]:
+        """Go back to the state of snapshot `snapshot_id` (after the queued requests)."""
+        return self._control(self._restore, snapshot_id)
 
     def reject(self, reason: str, samples: int) -> None:
         """Count a request refused before it reached the queue (for the metrics)."""
@@ -155,6 +205,7 @@ class Learner:
             layer_stats=self._quality.layer_stats(),
             create_time=self.create_time,
             is_default=self.is_default,
+            last_snapshot=self.store.last_snapshot if self.store else None,
         )
 
     def resolved_config(self) -> StackConfig:
@@ -162,11 +213,19 @@ class Learner:
         layers = [{**layer.params.to_dict(), "seed": layer.seed} for layer in self.stack.layers]
         return StackConfig(self.input_dim, tuple(layers))
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Refuse new work, finish what is queued, and end the thread."""
+    def stop(self, timeout: float | None = None, *, final_snapshot: bool = True) -> None:
+        """Refuse new work, finish what is queued, snapshot (unless deleting), end the thread."""
+        self._final_snapshot = final_snapshot
         self._queue.close()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        elif self.store is not None:
+            self.store.close()
+
+    def _control(self, fn: Callable[[Any], Any], arg: Any) -> Future:
+        future: Future = Future()
+        self._put(WorkItem((fn, arg, future), 0, control=True), None)
+        return future
 
     def _put(self, item: WorkItem, timeout: float | None) -> None:
         try:
@@ -191,17 +250,58 @@ class Learner:
             except Exception:  # buckets then compile on first use
                 log.exception("model %r: warm-up failed", self.name)
         self.ready.set()
-        while batch := self._queue.take(self._max_batch):
+        while (batch := self._queue.take(self._max_batch, self._time_to_snapshot())) != []:
+            if batch is None:  # idle until a time-based snapshot was due
+                self._snapshot_if_due()
+                continue
             if batch[0].control:
                 fn, arg, future = batch[0].payload
                 _settle(future, fn, arg)
                 continue
-            requests = [item.payload for item in batch]
+            requests = self._still_wanted([item.payload for item in batch])
+            if not requests:
+                continue
             try:
                 self._apply(requests)
             except Exception as err:  # never leave a caller waiting
                 log.exception("model %r: batch failed", self.name)
                 _fail(requests, ServiceError(grpc.StatusCode.INTERNAL, f"batch failed: {err}"))
+            self._snapshot_if_due()
+        self._shut_down()
+
+    def _shut_down(self) -> None:
+        if self.store is None:
+            return
+        try:
+            if self._final_snapshot and (self._unsnapshotted or self.store.last_snapshot is None
+                                         or self.store.last_snapshot.seq < self.store.last_seq):
+                info, _ = self._take_snapshot()
+                log.info("model %r: final snapshot %s at step %d", self.name, info.snapshot_id,
+                         info.step)
+        except Exception:
+            log.exception("model %r: final snapshot failed; the log still holds everything",
+                          self.name)
+        finally:
+            self.store.close()
+
+    def _still_wanted(self, requests: list[_Request]) -> list[_Request]:
+        """Drop, before anything is logged or applied, requests whose caller gave up:
+        a cancelled future (the call ended) or a passed deadline (DEADLINE_EXCEEDED)."""
+        now, wanted, dropped = time.monotonic(), [], 0
+        for request in requests:
+            if not request.future.set_running_or_notify_cancel():
+                dropped += len(request.samples)
+            elif request.deadline is not None and now >= request.deadline:
+                request.future.set_exception(ServiceError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    "the deadline passed while the samples were queued; nothing was applied",
+                ))
+                dropped += len(request.samples)
+            else:
+                wanted.append(request)
+        if dropped:
+            self._metrics.reject("abandoned", dropped)
+        return wanted
 
     def _compile_buckets(self) -> None:
         """Warm-up: compile every engine bucket with an inference-only pass (no state change),
@@ -215,6 +315,9 @@ class Learner:
         log.info("model %r warmed up in %.1fs", self.name, time.perf_counter() - started)
 
     def _apply(self, requests: list[_Request]) -> None:
+        requests = self._answer_repeats(requests)
+        if not requests:
+            return
         sizes = np.fromiter((len(r.samples) for r in requests), np.int64, len(requests))
         if len(requests) == 1:
             samples = requests[0].samples
@@ -222,61 +325,187 @@ class Learner:
         else:
             samples = np.concatenate([r.samples for r in requests])
             flags = np.repeat(np.fromiter((r.learn for r in requests), bool, len(requests)), sizes)
-        try:
-            self._journal.commit(self.name, samples, flags, _spans(requests, sizes))
-        except Exception as err:
-            log.exception("model %r: journal commit failed", self.name)
-            _fail(requests, ServiceError(grpc.StatusCode.UNAVAILABLE, f"not committed: {err}"))
-            return
+        spans = _spans(requests, sizes)
+        if self.store is not None:
+            try:
+                self.store.append_batch(samples, flags, spans)
+            except DurabilityError as err:
+                _fail(requests, ServiceError(grpc.StatusCode.UNAVAILABLE, f"not logged: {err}"))
+                return
         started = time.perf_counter()
-        try:
-            result = self.stack.engine.process(samples, flags)
-        except Exception as err:
-            log.exception("model %r: engine failed", self.name)
-            _fail(requests, ServiceError(grpc.StatusCode.INTERNAL, f"engine failed: {err}"))
-            return
+        result = self.stack.engine.process(samples, flags)
         seconds = time.perf_counter() - started
+        outcomes = self._account(sizes, flags, result)
+        self._remember(spans, outcomes)
+        learned, skipped = int((flags & ~result.skipped).sum()), int(result.skipped.sum())
+        inferred = len(flags) - int(flags.sum())
+        self._metrics.observe_batch(len(flags), learned, inferred, skipped, seconds)
+        self._metrics.set_step(result.step)
+        self._metrics.set_queue_depth(self._queue.depth)
+        for request, outcome in zip(requests, outcomes, strict=True):
+            request.future.set_result(outcome)
         self._quality.observe(samples)
-        self._account(requests, sizes, flags, result, seconds)
 
-    def _account(self, requests, sizes, flags, result, seconds) -> None:
+    def _answer_repeats(self, requests: list[_Request]) -> list[_Request]:
+        """Answer requests whose id was already acknowledged; return the rest. A repeat of
+        an id that is in this same batch waits for the first one's answer."""
+        fresh, first_of = [], {}
+        for request in requests:
+            rid = request.request_id
+            ack = self._window.get(rid)
+            if ack is not None:
+                request.future.set_result(Outcome(ack.activations, ack.skipped, ack.step))
+            elif rid and rid in first_of:
+                first_of[rid].future.add_done_callback(
+                    lambda done, repeat=request: _copy_result(done, repeat.future)
+                )
+            else:
+                if rid:
+                    first_of[rid] = request
+                fresh.append(request)
+        return fresh
+
+    def _account(self, sizes: np.ndarray, flags: np.ndarray, result: EngineResult):
+        """Advance the counters by one applied batch; the per-request outcomes."""
         before = self._counters
         applied = flags & ~result.skipped
-        steps = before.step + np.cumsum(applied)[np.cumsum(sizes) - 1]
-        learned, skipped = int(applied.sum()), int(result.skipped.sum())
+        ends = np.cumsum(sizes)
+        steps = before.step + np.cumsum(applied)[ends - 1]
+        skipped = int(result.skipped.sum())
         inferred = len(flags) - int(flags.sum())
         self._counters = _Counters(
             result.step, before.inferred + inferred, before.skipped + skipped
         )
-        self._metrics.observe_batch(len(flags), learned, inferred, skipped, seconds)
-        self._metrics.set_step(result.step)
-        self._metrics.set_queue_depth(self._queue.depth)
-        start = 0
-        refused = np.zeros(0, np.int32)
-        for request, size, step in zip(requests, sizes.tolist(), steps.tolist(), strict=True):
-            stop = start + size
-            if skipped:
-                refused = np.flatnonzero(result.skipped[start:stop]).astype(np.int32)
-            request.future.set_result(Outcome(result.activations[start:stop], refused, step))
+        self._unsnapshotted += len(flags)
+        outcomes, start = [], 0
+        none = np.zeros(0, np.int32)
+        for stop, step in zip(ends.tolist(), steps.tolist(), strict=True):
+            refused = (np.flatnonzero(result.skipped[start:stop]).astype(np.int32)
+                       if skipped else none)
+            outcomes.append(Outcome(result.activations[start:stop], refused, step))
             start = stop
+        return outcomes
+
+    def _remember(self, spans: tuple[RequestSpan, ...], outcomes: list[Outcome]) -> None:
+        """Keep the answers of requests that have an id, for exactly-once delivery."""
+        for span, outcome in zip(spans, outcomes, strict=True):
+            if span.request_id:
+                self._window.add(
+                    span.request_id, Ack(outcome.activations, outcome.skipped, outcome.step)
+                )
 
     def _reset(self, seed: int | None) -> ModelStatus:
-        self._journal.record_reset(self.name, seed)
+        if self.store is not None:
+            self.store.append_reset(seed)
+        self._apply_reset(seed)
+        return self.status()
+
+    def _apply_reset(self, seed: int | None) -> None:
         self.stack.reset(seed)
         self._quality.reset()
+        self._window.clear()
         self._counters = _Counters(self.stack.engine.step, 0, 0)
+        self._unsnapshotted += 1
+        self._metrics.set_step(self._counters.step)
+
+    def _restore(self, snapshot_id: str) -> ModelStatus:
+        store = self._require_store("Restore")
+        try:
+            header, arrays = store.read_snapshot(snapshot_id)
+        except KeyError:
+            known = ", ".join(s.snapshot_id for s in store.list_snapshots()) or "none"
+            raise ServiceError(
+                grpc.StatusCode.NOT_FOUND,
+                f"model {self.name!r} has no snapshot {snapshot_id!r}; snapshots: {known}",
+            ) from None
+        store.append_restore(snapshot_id)
+        self.load_snapshot(header, arrays)
+        self._unsnapshotted += 1
         self._metrics.set_step(self._counters.step)
         return self.status()
 
+    def _require_store(self, what: str) -> ModelStore:
+        if self.store is None:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{what} needs a data directory; this server keeps models in memory only "
+                "(start it with --data-dir)",
+            )
+        return self.store
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def _time_to_snapshot(self) -> float | None:
+        """Seconds the learner may idle before a time-based snapshot is due (None: never)."""
+        if self.store is None or not self._unsnapshotted:
+            return None
+        elapsed = time.monotonic() - self._snapshot_time
+        return max(0.0, self._schedule.every_seconds - elapsed)
+
+    def _snapshot_if_due(self) -> None:
+        if self.store is None or not self._unsnapshotted:
+            return
+        due = self._unsnapshotted >= self._schedule.every_samples or (
+            time.monotonic() - self._snapshot_time >= self._schedule.every_seconds
+        )
+        if due:
+            try:
+                self._take_snapshot()
+            except Exception:  # the log still has everything; try again next time
+                log.exception("model %r: snapshot failed", self.name)
+
+    def _take_snapshot(self) -> tuple[SnapshotInfo, dict[str, np.ndarray]]:
+        store = self._require_store("Snapshot")
+        arrays = self.stack.state_arrays()
+        ids, window = self._window.to_arrays()
+        header = {
+            "counters": {"step": self._counters.step, "inferred": self._counters.inferred,
+                         "skipped": self._counters.skipped},
+            "window_ids": ids,
+            "create_time": self.create_time,
+        }
+        info = store.write_snapshot(self._counters.step, {**arrays, **window}, header)
+        self._unsnapshotted = 0
+        self._snapshot_time = time.monotonic()
+        return info, arrays
+
+    # -- recovery target (`service.state.store.RecoveryTarget`) ------------------------------
+
+    def load_snapshot(self, header: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Replace the whole state with a snapshot's: weights, counters, request window."""
+        self.stack.load_state_arrays(arrays)
+        counters = header["counters"]
+        self._counters = _Counters(counters["step"], counters["inferred"], counters["skipped"])
+        self._window.load_arrays(header["window_ids"], arrays)
+        self._quality.reset()
+
+    def replay_batch(self, record: BatchRecord) -> None:
+        """Apply a logged micro-batch exactly as it was applied live."""
+        spans = record.requests or (RequestSpan("", 0, len(record.samples)),)
+        sizes = np.array([span.count for span in spans], np.int64)
+        result = self.stack.engine.process(record.samples, record.learn)
+        self._remember(spans, self._account(sizes, record.learn, result))
+
+    def replay_reset(self, seed: int | None) -> None:
+        """Apply a logged reset."""
+        self._apply_reset(seed)
+
 
 def _spans(requests: list[_Request], sizes: np.ndarray) -> tuple[RequestSpan, ...]:
-    """Where each request that has an id sits in the batch."""
+    """Where each request sits in the batch; requests without an id have id "" (replay
+    needs every request's size to rebuild the per-request steps)."""
     starts = np.cumsum(sizes) - sizes
     return tuple(
         RequestSpan(r.request_id, start, size)
         for r, start, size in zip(requests, starts.tolist(), sizes.tolist(), strict=True)
-        if r.request_id
     )
+
+
+def _copy_result(source: Future, target: Future) -> None:
+    if source.exception() is not None:
+        target.set_exception(source.exception())
+    else:
+        target.set_result(source.result())
 
 
 def _settle(future: Future, fn: Callable[[Any], Any], arg: Any) -> None:

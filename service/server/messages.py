@@ -9,6 +9,7 @@ import numpy as np
 from service.api import hebbian_pb2 as pb
 from service.model import StackConfig
 from service.server.learner import ModelStatus
+from service.state.snapshot import SnapshotInfo
 
 _OPTIONAL_NUMBERS = tuple(
     name for name, f in pb.LayerConfig.DESCRIPTOR.fields_by_name.items()
@@ -59,4 +60,13 @@ def model_to_proto(status: ModelStatus) -> pb.Model:
         is_default=status.is_default,
     )
     model.create_time.FromNanoseconds(int(status.create_time * 1e9))
+    if status.last_snapshot is not None:
+        model.last_snapshot.CopyFrom(snapshot_to_proto(status.last_snapshot))
     return model
+
+
+def snapshot_to_proto(info: SnapshotInfo) -> pb.SnapshotInfo:
+    """The API form of a snapshot's description."""
+    message = pb.SnapshotInfo(snapshot_id=info.snapshot_id, step=info.step)
+    message.create_time.FromNanoseconds(int(info.create_time * 1e9))
+    return message

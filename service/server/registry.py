@@ -1,50 +1,62 @@
-"""The named models of a server: create, look up, list and delete them.
+"""The named models of a server: recover, create, look up, list and delete them.
 
 Each model is a `Learner` (its own thread and queue). The registry validates names,
-refuses duplicates, builds the layer stack, records lifecycle changes in the journal
-and keeps the metrics in step. The default model answers requests with an empty name
-and cannot be deleted.
+refuses duplicates, builds the layer stack, gives each model its durable store in the
+data directory (none when the server keeps models in memory only) and keeps the
+metrics in step. The default model answers requests with an empty name and cannot be
+deleted.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Mapping
 
 import grpc
 
 from service.model import HebbianStack, StackConfig
 from service.server.errors import ServiceError, invalid
-from service.server.learner import Learner
+from service.server.learner import Learner, SnapshotSchedule
 from service.server.metrics import ServerMetrics
 from service.server.names import DEFAULT_MODEL, name_problem
-from service.state import Journal
+from service.state.store import DataDir
+
+log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
     """Thread-safe map of model names to their learners.
 
     Args:
-      journal: receives create/delete records and is handed to every learner.
+      data_dir: where models persist (an opened `DataDir`), or None for memory only.
       metrics: the server's metrics; each model gets its `ModelMetrics`.
       max_batch: learner micro-batch limit, in samples.
       max_queued_samples: per-model queue limit, in samples.
       max_model_weights: largest model accepted by `create`, in weights (kernels + laterals).
       default_model: the name an empty model name stands for.
+      schedule: when learners take snapshots on their own.
+      max_models: most models `create` lets exist (None: no limit); recovered models
+        always load.
     """
 
     def __init__(
         self,
         *,
-        journal: Journal,
+        data_dir: DataDir | None,
         metrics: ServerMetrics,
         max_batch: int,
         max_queued_samples: int,
         max_model_weights: int,
         default_model: str = DEFAULT_MODEL,
+        schedule: SnapshotSchedule | None = None,
+        max_models: int | None = None,
     ):
         self.default_model = default_model
-        self._journal = journal
+        self._max_models = max_models
+        self._data_dir = data_dir
+        self._schedule = schedule
         self._metrics = metrics
         self._max_batch = max_batch
         self._max_queued_samples = max_queued_samples
@@ -53,13 +65,48 @@ class ModelRegistry:
         self._models: dict[str, Learner] = {}
         self._reserved: set[str] = set()
 
+    def open(self, configured: Mapping[str, Mapping]) -> list[Learner]:
+        """Recover every stored model, then create the configured ones not stored yet.
+
+        A stored model keeps its stored config (its state was learned with it); a
+        configured model that differs is reported in the log. Returns the learners,
+        started. Raises what recovery raises for damaged data (nothing is served then).
+        """
+        learners = []
+        stored = self._data_dir.model_names() if self._data_dir else []
+        for name in stored:
+            store = self._data_dir.store(name)
+            document = store.read_config()
+            create_time = document.pop("create_time", None)
+            config = StackConfig.from_dict(document)
+            if name in configured and _differs(configured[name], config):
+                log.warning("model %r: keeping its stored config, not the configured one", name)
+            learner = self._learner(name, HebbianStack(config), store, warm_up=True)
+            if create_time is not None:
+                learner.create_time = create_time
+            report = learner.recover()
+            log.info(
+                "model %r recovered at step %d: snapshot %s + %d log record(s) in %.2fs%s",
+                name, learner.status().step,
+                report.snapshot.snapshot_id if report.snapshot else "none",
+                report.replayed_records, report.seconds,
+                f"; dropped a torn log tail at {report.torn_tail.path.name}:"
+                f"{report.torn_tail.offset}" if report.torn_tail else "",
+            )
+            learners.append(self._register(learner))
+        for name, spec in configured.items():
+            if name not in stored:
+                learners.append(self.create(name, spec))
+        return learners
+
     def create(self, name: str, config: StackConfig | Mapping, warm_up: bool = True) -> Learner:
-        """Build, record and start a new model; returns its learner.
+        """Build, persist and start a new model; returns its learner.
 
         Raises:
           ServiceError: INVALID_ARGUMENT for a bad name or config, ALREADY_EXISTS (also
             while a model of that name is being deleted), RESOURCE_EXHAUSTED for a model
-            over the size limit, UNAVAILABLE if the journal refuses the record.
+            over the size limit or beyond `max_models` models, UNAVAILABLE if its
+            directory cannot be written.
         """
         problem = name_problem(name)
         if problem:
@@ -67,26 +114,48 @@ class ModelRegistry:
         with self._lock:
             if name in self._models or name in self._reserved:
                 raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"model {name!r} already exists")
+            held = len(self._models) + len(self._reserved)
+            if self._max_models is not None and held >= self._max_models:
+                raise ServiceError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"this server holds at most {self._max_models} models; delete one first",
+                )
             self._reserved.add(name)
         try:
             stack = _build(name, config, self._max_model_weights)
-            _journaled(self._journal.record_create, name, stack.config.to_dict())
-            learner = Learner(
-                name,
-                stack,
-                journal=self._journal,
-                metrics=self._metrics.model(name),
-                max_batch=self._max_batch,
-                max_queued_samples=self._max_queued_samples,
-                is_default=name == self.default_model,
-                warm_up=warm_up,
-            )
-            learner.start()
-            with self._lock:
-                self._models[name] = learner
+            store = None
+            if self._data_dir is not None:
+                document = {**stack.config.to_dict(), "create_time": time.time()}
+                try:
+                    store = self._data_dir.create_model(name, document)
+                except OSError as err:
+                    raise ServiceError(
+                        grpc.StatusCode.UNAVAILABLE, f"cannot store model {name!r}: {err}"
+                    ) from err
+            learner = self._learner(name, stack, store, warm_up)
+            learner.recover()  # opens the new model's empty log
+            return self._register(learner)
         finally:
             with self._lock:
                 self._reserved.discard(name)
+
+    def _learner(self, name: str, stack: HebbianStack, store, warm_up: bool) -> Learner:
+        return Learner(
+            name,
+            stack,
+            store=store,
+            metrics=self._metrics.model(name),
+            max_batch=self._max_batch,
+            max_queued_samples=self._max_queued_samples,
+            is_default=name == self.default_model,
+            warm_up=warm_up,
+            schedule=self._schedule,
+        )
+
+    def _register(self, learner: Learner) -> Learner:
+        learner.start()
+        with self._lock:
+            self._models[learner.name] = learner
         return learner
 
     def get(self, name: str) -> Learner:
@@ -114,11 +183,14 @@ class ModelRegistry:
         """Stop accepting work for model `name`, finish its queue and drop it.
 
         Raises:
-          ServiceError: INVALID_ARGUMENT for an empty name, FAILED_PRECONDITION for
-            the default model, NOT_FOUND for an unknown one.
+          ServiceError: INVALID_ARGUMENT for an empty or invalid name, FAILED_PRECONDITION
+            for the default model, NOT_FOUND for an unknown one.
         """
         if not name:
             raise invalid("DeleteModel needs a model name")
+        problem = name_problem(name)
+        if problem:
+            raise invalid(problem, "bad_name")
         if name == self.default_model:
             raise ServiceError(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -131,9 +203,10 @@ class ModelRegistry:
         if learner is None:
             raise ServiceError(grpc.StatusCode.NOT_FOUND, _not_found(name, self.names()))
         try:
-            learner.stop()
+            learner.stop(final_snapshot=False)
             self._metrics.remove_model(name)
-            _journaled(self._journal.record_delete, name)
+            if self._data_dir is not None:
+                self._data_dir.delete_model(name)
         finally:
             with self._lock:
                 self._reserved.discard(name)
@@ -144,6 +217,19 @@ class ModelRegistry:
             learners = list(self._models.values())
         for learner in learners:
             learner.stop(timeout)
+
+
+def _differs(configured: Mapping, stored: StackConfig) -> bool:
+    """Whether a configured model asks for something its stored config does not have."""
+    config = StackConfig.from_dict(configured)
+    if config.input_dim != stored.input_dim or len(config.layers) != len(stored.layers):
+        return True
+    return any(
+        theirs.get(key) != value
+        for ours, theirs in zip(config.layers, stored.layers, strict=True)
+        for key, value in ours.items()
+        if not (key == "seed" and value is None)
+    )
 
 
 def _build(name: str, config: StackConfig | Mapping, max_weights: int) -> HebbianStack:
@@ -171,16 +257,6 @@ def _weight_count(config: StackConfig) -> int:
             total += width * units + units * units
             width = units
     return total
-
-
-def _journaled(hook, *args) -> None:
-    """Call a journal hook; its failure means "not committed": UNAVAILABLE."""
-    try:
-        hook(*args)
-    except Exception as err:
-        raise ServiceError(
-            grpc.StatusCode.UNAVAILABLE, f"not committed to the journal: {err}"
-        ) from err
 
 
 def _not_found(name: str, names: list[str]) -> str:

@@ -1,30 +1,40 @@
 """`HebbianServer`: one running server, wired from a `ServerConfig`.
 
 Owns the gRPC server (thread pool, message-size limits, metrics interceptor), the API
-servicer, health, reflection, the Prometheus endpoint, the model registry and the
-journal. Lifecycle: `start` builds the configured models, binds the ports and starts
-serving (liveness SERVING); readiness turns SERVING once every startup model is warmed
-up; `stop` turns readiness NOT_SERVING, stops accepting calls, gives in-flight calls a
-grace period, then stops the learners, the journal and the metrics endpoint.
+servicer, health, reflection, the Prometheus endpoint, the data directory and the model
+registry. Lifecycle: `start` locks the data directory, recovers the stored models
+(newest snapshot + log replay), creates the configured ones that are new, binds the
+ports and starts serving (liveness SERVING); readiness turns SERVING once every startup
+model is warmed up; `stop` turns readiness NOT_SERVING, stops accepting calls, gives
+in-flight calls a grace period, then stops the learners (each writes a final
+snapshot), releases the data directory and the metrics endpoint.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
-from concurrent import futures
+from collections.abc import Callable
 
-import grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.api import hebbian_pb2_grpc
+from service.server import security, transport
 from service.server.config import ConfigError, ServerConfig
 from service.server.errors import ServiceError
 from service.server.health import API_SERVICE, Health
+from service.server.learner import SnapshotSchedule
 from service.server.metrics import ServerMetrics
+from service.server.probes import HealthPort
 from service.server.registry import ModelRegistry
+from service.server.runtime_metrics import DataDirCollector, register_readiness
 from service.server.servicer import HebbianServicer
-from service.state import Journal, NullJournal
+from service.state.lock import DataDirLockedError
+from service.state.log_reader import CorruptLogError
+from service.state.snapshot import CorruptSnapshotError
+from service.state.store import DataDir, Durability
 
 log = logging.getLogger(__name__)
 
@@ -38,36 +48,44 @@ class HebbianServer:
 
     Args:
       config: the resolved configuration.
-      journal: commit hook for every change; `NullJournal` (memory only) when None.
+      on_durability_failure: called when a write or fsync of a write-ahead log fails;
+        the default ends the process at once (exit status 1), since nothing after
+        such a failure may be acknowledged and a retry could hide lost data.
     """
 
-    def __init__(self, config: ServerConfig, journal: Journal | None = None):
+    def __init__(
+        self,
+        config: ServerConfig,
+        on_durability_failure: Callable[[BaseException], None] | None = None,
+    ):
         self.config = config
-        self.journal = journal if journal is not None else NullJournal()
         self.metrics = ServerMetrics()
         self.health = Health()
+        self.data_dir = None
+        if config.data_dir is not None:
+            self.data_dir = DataDir(
+                config.data_dir,
+                Durability(config.fsync, config.wal_segment_bytes, config.snapshot_keep),
+                on_failure=on_durability_failure or _exit_on_durability_failure,
+            )
+            self.metrics.registry.register(DataDirCollector(self.data_dir))
         self.registry = ModelRegistry(
-            journal=self.journal,
+            data_dir=self.data_dir,
             metrics=self.metrics,
             max_batch=config.limits.max_batch,
             max_queued_samples=config.limits.max_queued_samples,
             max_model_weights=config.limits.max_model_weights,
             default_model=config.default_model,
+            schedule=SnapshotSchedule(config.snapshot_every_samples, config.snapshot_every_seconds),
+            max_models=config.limits.max_models,
         )
         self.port = 0  # bound gRPC port once started
         self.ready = threading.Event()  # readiness SERVING
+        register_readiness(self.metrics.registry, self.ready)
         self._stopping = threading.Event()
         self._readiness_lock = threading.Lock()
-        size = config.limits.max_message_bytes
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(config.workers, thread_name_prefix="grpc-worker"),
-            interceptors=[self.metrics.interceptor()],
-            options=[
-                ("grpc.max_receive_message_length", size),
-                ("grpc.max_send_message_length", size),
-                ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
-            ],
-            maximum_concurrent_rpcs=config.workers,
+        self._server = transport.grpc_server(  # the benchmark's echo server uses the same
+            config, [self.metrics.interceptor(), *security.interceptors(config)]
         )
         servicer = HebbianServicer(
             self.registry, config.limits.max_samples_per_request, config.limits.max_message_bytes
@@ -77,6 +95,8 @@ class HebbianServer:
         reflection.enable_server_reflection(
             (API_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME), self._server
         )
+        self._credentials = security.server_credentials(config)  # ConfigError: bad TLS files
+        self._health_port = HealthPort(self.health) if config.health_port is not None else None
 
     @property
     def target(self) -> str:
@@ -90,25 +110,21 @@ class HebbianServer:
           ConfigError: a configured model is invalid.
           StartupError: a port could not be bound.
         """
-        learners = []
-        for name, spec in self.config.models.items():
-            try:
-                learners.append(self.registry.create(name, spec))
-            except ServiceError as err:
-                self.registry.close()
-                raise ConfigError(err.message) from None
+        learners = self._open_models()
         address = f"{_host(self.config.host)}:{self.config.port}"
-        try:
-            self.port = self._server.add_insecure_port(address)
-        except RuntimeError:
-            self.port = 0
+        self.port = security.bind(self._server, address, self._credentials)
         if not self.port:
-            self.registry.close()
+            self._release()
             raise StartupError(f"cannot listen on {address} (address in use or not local)")
+        if self._health_port is not None:
+            health_address = f"{_host(self.config.host)}:{self.config.health_port}"
+            if not self._health_port.start(health_address):
+                self._release()
+                raise StartupError(f"cannot listen on {health_address} for health checks")
         try:
             self.metrics.start_http_server(self.config.host, self.config.metrics_port)
         except OSError as err:
-            self.registry.close()
+            self._release()
             raise StartupError(
                 f"cannot serve metrics on {self.config.host}:{self.config.metrics_port}: "
                 f"{err.strerror or err}"
@@ -122,7 +138,43 @@ class HebbianServer:
             API_SERVICE, self.target, _host(self.config.host), self.metrics.http_port,
             ", ".join(self.registry.names()),
         )
+        for line in security.posture(self.config):
+            log.info("security: %s", line)
+        for line in security.warnings(self.config):
+            log.warning("security: %s", line)
+        if self._health_port is not None:
+            log.info("health checks only, plaintext, on %s:%d",
+                     _host(self.config.host), self._health_port.port)
         return self
+
+    def _open_models(self) -> list:
+        """Lock the data directory, recover the stored models, create the new ones."""
+        if self.data_dir is not None:
+            try:
+                self.data_dir.open()
+            except DataDirLockedError as err:
+                raise StartupError(str(err)) from None
+            except OSError as err:
+                raise StartupError(
+                    f"cannot use data directory {self.config.data_dir}: {err}"
+                ) from None
+            log.info("data directory %s, fsync %s", self.config.data_dir, self.config.fsync)
+        else:
+            log.warning("no data directory: models are kept in memory only and lost on exit")
+        try:
+            return self.registry.open(self.config.models)
+        except ServiceError as err:
+            self._release()
+            raise ConfigError(err.message) from None
+        except (CorruptLogError, CorruptSnapshotError, ValueError, OSError) as err:
+            self._release()
+            raise StartupError(f"refusing to start: {err}") from None
+
+    def _release(self) -> None:
+        """Stop the learners (final snapshots) and unlock the data directory."""
+        self.registry.close()
+        if self.data_dir is not None:
+            self.data_dir.close()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until readiness is SERVING; False on timeout."""
@@ -138,8 +190,9 @@ class HebbianServer:
         log.info("shutting down: readiness NOT_SERVING, %.1fs grace for in-flight calls", grace)
         self._server.stop(grace).wait()
         self.health.shutdown()
-        self.registry.close()
-        self.journal.close()
+        if self._health_port is not None:
+            self._health_port.stop()
+        self._release()
         self.metrics.stop_http_server()
         log.info("stopped")
 
@@ -163,3 +216,10 @@ class HebbianServer:
 def _host(host: str) -> str:
     """`host` as it appears in an address, brackets around IPv6."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _exit_on_durability_failure(err: BaseException) -> None:
+    """End the process now: a failed log write or fsync must never be retried or hidden."""
+    log.critical("write-ahead log failure, exiting: %s", err)
+    print(f"hebbian serve: fatal: write-ahead log failure: {err}", file=sys.stderr, flush=True)
+    os._exit(1)

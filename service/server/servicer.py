@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 
 import grpc
 
@@ -74,6 +74,8 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
     def Process(self, request: pb.ProcessRequest, context) -> pb.ProcessResponse:
         """Apply one request's samples and return their activations."""
         learner, future = self._submit(request, context.time_remaining())
+        if not context.add_callback(future.cancel):  # the call ended early: withdraw it
+            future.cancel()
         return pb.ProcessResponse(**_answer(request, learner, _result(future)))
 
     def StreamProcess(
@@ -82,9 +84,12 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
         """Answer each message of a stream in order; a bad message ends the stream."""
         pending: queue.Queue = queue.Queue(STREAM_WINDOW)
         closed = threading.Event()
+        outstanding = _Outstanding()
+        if not context.add_callback(outstanding.cancel):  # cancelled: withdraw what is queued
+            return
         reader = threading.Thread(
-            target=self._read_stream, args=(requests, pending, closed), daemon=True,
-            name="stream-reader",
+            target=self._read_stream, args=(requests, pending, closed, outstanding),
+            daemon=True, name="stream-reader",
         )
         reader.start()
         try:
@@ -102,13 +107,17 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
             while not pending.empty():  # unblock a reader waiting for room
                 pending.get_nowait()
 
-    def _read_stream(self, requests: Iterator, pending: queue.Queue, closed: threading.Event):
+    def _read_stream(
+        self, requests: Iterator, pending: queue.Queue, closed: threading.Event,
+        outstanding: _Outstanding,
+    ):
         """Reader thread of one stream: validate and submit messages as they arrive."""
         try:
             for request in requests:
                 if closed.is_set():
                     return
                 learner, future = self._submit(request, None)
+                outstanding.add(future)
                 pending.put((request, learner, future))
         except ServiceError as err:
             pending.put(err)
@@ -176,19 +185,64 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
         status = _result(learner.reset(seed))
         return pb.ResetResponse(model=messages.model_to_proto(status))
 
+    @_statuses
     def Snapshot(self, request: pb.SnapshotRequest, context) -> pb.SnapshotResponse:
-        """Not available yet: durable state comes with persistence."""
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, _NO_PERSISTENCE.format("Snapshot"))
+        """Persist a model's state now (after its queued requests); optionally return it."""
+        learner = self._registry.get(request.name)
+        info, arrays = _result(learner.snapshot())
+        layers = []
+        if request.include_weights:
+            for index in range(len(learner.stack.layers)):
+                state = {field: arrays[f"layer{index}.{field}"]
+                         for field in ("kernel", "lateral", "mask", "theta")}
+                layers.append(pb.LayerState(
+                    **{field: tensors.encode(value, raw=False) for field, value in state.items()},
+                    step=int(arrays[f"layer{index}.step"]),
+                ))
+        return pb.SnapshotResponse(snapshot=messages.snapshot_to_proto(info), layers=layers)
 
+    @_statuses
+    def ListSnapshots(
+        self, request: pb.ListSnapshotsRequest, context
+    ) -> pb.ListSnapshotsResponse:
+        """A model's kept snapshots, oldest first."""
+        learner = self._registry.get(request.name)
+        snapshots = learner.store.list_snapshots() if learner.store is not None else []
+        return pb.ListSnapshotsResponse(snapshots=map(messages.snapshot_to_proto, snapshots))
+
+    @_statuses
     def Restore(self, request: pb.RestoreRequest, context) -> pb.RestoreResponse:
-        """Not available yet: durable state comes with persistence."""
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, _NO_PERSISTENCE.format("Restore"))
+        """Return a model to the state of one of its snapshots (after its queued requests)."""
+        learner = self._registry.get(request.name)
+        if not request.snapshot_id:
+            raise invalid("Restore needs a snapshot_id (see ListSnapshots)")
+        status = _result(learner.restore(request.snapshot_id))
+        return pb.RestoreResponse(model=messages.model_to_proto(status))
 
 
-_NO_PERSISTENCE = (
-    "{} is not available: this server keeps models in memory only; durable state "
-    "(snapshots and a write-ahead log) comes with persistence"
-)
+class _Outstanding:
+    """The futures of one stream not resolved yet; `cancel` (run when the call ends,
+    e.g. the client cancelled or went away) withdraws those the learner has not
+    started, so a cancelled stream's queued samples are never applied."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: set[Future] = set()
+
+    def add(self, future: Future) -> None:
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._discard)
+
+    def _discard(self, future: Future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def cancel(self) -> None:
+        with self._lock:
+            futures = list(self._futures)
+        for future in futures:
+            future.cancel()
 
 
 def _result(future: Future):
@@ -197,6 +251,10 @@ def _result(future: Future):
         return future.result()
     except ServiceError:
         raise
+    except CancelledError:
+        raise ServiceError(
+            grpc.StatusCode.CANCELLED, "the call ended before its samples were applied"
+        ) from None
     except Exception as err:
         raise ServiceError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}") from err
 
@@ -204,7 +262,8 @@ def _result(future: Future):
 def _answer(request: Request, learner: Learner, outcome: Outcome) -> dict:
     """Fields of a Process/StreamProcess response, activations encoded like the samples."""
     return {
-        "activations": tensors.encode(outcome.activations, raw=bool(request.samples.raw)),
+        # `values` is a view; reading `raw` would copy the request's sample bytes again
+        "activations": tensors.encode(outcome.activations, raw=not request.samples.values),
         "step": outcome.step,
         "request_id": request.request_id,
         "model": learner.name,

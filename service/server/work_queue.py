@@ -82,16 +82,21 @@ class WorkQueue:
             self._samples += item.samples
             self._not_empty.notify()
 
-    def take(self, max_samples: int) -> list[WorkItem]:
+    def take(self, max_samples: int, timeout: float | None = None) -> list[WorkItem] | None:
         """Block until work is waiting, then remove and return a micro-batch of it.
 
         Returns a lone control item, or consecutive sample items totalling at most
         `max_samples` samples (at least one item, even if it alone is larger). Returns
-        an empty list once the queue is closed and drained.
+        an empty list once the queue is closed and drained, and None if `timeout`
+        seconds passed with nothing to take.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._not_empty:
             while not self._items and not self._closed:
-                self._not_empty.wait()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._not_empty.wait(remaining)
             if not self._items:
                 return []
             first = self._items.popleft()

@@ -1,8 +1,5 @@
-"""Durable state of the models: the journal hook, snapshots, write-ahead log, recovery.
+"""Durable state of the models: snapshots, write-ahead log, recovery, the data directory.
 
-No gRPC and no TF graph code here.
+No gRPC and no TF graph code here: the state is numpy arrays and log records; the
+server's learners apply them to the models.
 """
-
-from service.state.journal import Journal, NullJournal
-
-__all__ = ["Journal", "NullJournal"]

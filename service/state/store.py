@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 import uuid
@@ -169,8 +170,10 @@ class ModelStore:
 
     def snapshot_path(self, snapshot_id: str) -> Path:
         """The file of snapshot `snapshot_id`; KeyError if there is none."""
+        if not re.fullmatch(r"[0-9]{1,20}", snapshot_id):  # ASCII digits only: never a path
+            raise KeyError(snapshot_id)
         path = self.snapshot_dir / f"{snapshot_id}{snapshots.SUFFIX}"
-        if not snapshot_id.isdigit() or not path.exists():
+        if not path.exists():
             raise KeyError(snapshot_id)
         return path
 
@@ -179,8 +182,14 @@ class ModelStore:
         return snapshots.read_snapshot(self.snapshot_path(snapshot_id))
 
     def list_snapshots(self) -> list[snapshots.SnapshotInfo]:
-        """Every kept snapshot, oldest first."""
-        return [snapshots.info(p) for p in snapshots.list_snapshots(self.snapshot_dir)]
+        """Every kept snapshot, oldest first (safe beside the learner writing and pruning)."""
+        found = []
+        for path in snapshots.list_snapshots(self.snapshot_dir):
+            try:
+                found.append(snapshots.info(path))
+            except FileNotFoundError:  # pruned meanwhile
+                continue
+        return found
 
     def close(self) -> None:
         """Flush and close the log."""

@@ -71,7 +71,8 @@ def test_process_with_16_json_values_returns_4_activations_and_counts_the_step(
     body = {"samples": {"values": values()}, "request_id": "probe-1"}
 
     first = process(grpcurl, hebbian_server.target, body)
-    second = process(grpcurl, hebbian_server.target, body)
+    second = process(grpcurl, hebbian_server.target, {**body, "request_id": "probe-2"})
+    repeat = process(grpcurl, hebbian_server.target, body)  # a retry: exactly once
 
     assert first.returncode == 0, first.stderr
     (answer,) = first.json()
@@ -80,6 +81,7 @@ def test_process_with_16_json_values_returns_4_activations_and_counts_the_step(
     assert answer["activations"]["shape"] == ["1", "4"]
     assert len(answer["activations"]["values"]) == 4
     assert int(second.json()[0]["step"]) == int(answer["step"]) + 1
+    assert repeat.json() == first.json()
 
 
 def test_process_with_learn_false_leaves_the_state_untouched(grpcurl, hebbian_server):

@@ -24,11 +24,13 @@ MAX_MESSAGE_BYTES = 1 << 20
 
 
 @pytest.fixture(scope="session")
-def hebbian_server() -> Iterator[HebbianServer]:
-    """A running server with the embedded default model, readiness SERVING."""
+def hebbian_server(tmp_path_factory) -> Iterator[HebbianServer]:
+    """A running server with the embedded default model and a fresh data directory,
+    readiness SERVING."""
     config = ServerConfig(
         port=0,
         metrics_port=0,
+        data_dir=tmp_path_factory.mktemp("data"),
         limits=Limits(max_samples_per_request=MAX_SAMPLES, max_message_bytes=MAX_MESSAGE_BYTES),
     )
     server = HebbianServer(config).start()

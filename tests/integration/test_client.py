@@ -76,9 +76,9 @@ def test_inference_only_leaves_the_state_untouched(client):
 def test_stream_answers_each_batch_in_order_with_its_step(client, small_model):
     batches = [samples(n, 6, seed=n) for n in (1, 7, 64, 3)]
 
-    results = list(client.stream_full(iter(batches), model=small_model))
+    results = list(client.stream_full(iter(batches), model=small_model, id_prefix="s"))
 
-    assert [r.request_id for r in results] == ["0", "1", "2", "3"]
+    assert [r.request_id for r in results] == ["s:0", "s:1", "s:2", "s:3"]
     assert [r.step for r in results] == [1, 8, 72, 75]
     assert [r.activations.shape for r in results] == [(1, 3), (7, 3), (64, 3), (3, 3)]
     assert all(r.model == small_model for r in results)

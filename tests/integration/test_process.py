@@ -136,16 +136,17 @@ def test_error_messages_say_what_was_expected(stub):
     assert "'missing' not found" in info.value.details()
 
 
-def stream_messages(name: str, xs, bad_at: int | None = None):
+def stream_messages(name: str, xs, bad_at: int | None = None, prefix: str = ""):
     for i, x in enumerate(xs):
         samples = pb.Tensor(values=[np.nan] * 6) if i == bad_at else raw(x[None])
-        yield pb.StreamProcessRequest(model=name, samples=samples, request_id=str(i))
+        yield pb.StreamProcessRequest(model=name, samples=samples, request_id=f"{prefix}{i}")
 
 
 def test_a_bad_message_fails_only_its_stream(hebbian_server, stub, make_model):
     name = make_model()
     xs = rng.normal(size=(6, 6)).astype(np.float32)
-    good_stream = stub.StreamProcess(stream_messages(name, xs))
+    # request ids are per model (exactly-once): the two streams use distinct ones
+    good_stream = stub.StreamProcess(stream_messages(name, xs, prefix="good-"))
 
     answers = []
     with pytest.raises(grpc.RpcError) as info:
@@ -155,7 +156,7 @@ def test_a_bad_message_fails_only_its_stream(hebbian_server, stub, make_model):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "NaN or Inf" in info.value.details()
     assert answers == ["0", "1"]  # answered before the bad one; nothing after it ran
-    assert [r.request_id for r in good_stream] == [str(i) for i in range(6)]
+    assert [r.request_id for r in good_stream] == [f"good-{i}" for i in range(6)]
     assert state(hebbian_server, name)[0] == 2 + 6
     # the model still serves
     assert stub.Process(pb.ProcessRequest(model=name, samples=raw(xs[:1]))).step == 9
@@ -177,10 +178,29 @@ def test_a_stream_answers_in_order_with_each_message_encoded_like_its_samples(st
     assert [tuple(r.activations.shape) for r in responses] == [(2, 3), (1, 3), (1, 3)]
 
 
-def test_snapshot_and_restore_are_unimplemented_until_persistence(stub):
-    calls = ((stub.Snapshot, pb.SnapshotRequest()), (stub.Restore, pb.RestoreRequest()))
-    for call, request in calls:
-        with pytest.raises(grpc.RpcError) as info:
-            call(request)
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "persistence" in info.value.details()
+def test_snapshot_list_and_restore_round_trip_over_grpc(stub, make_model):
+    name = make_model()
+    xs = np.random.default_rng(9).normal(size=(10, 6)).astype(np.float32)
+    stub.Process(pb.ProcessRequest(model=name, samples=raw(xs[:4])))
+    taken = stub.Snapshot(pb.SnapshotRequest(name=name, include_weights=True))
+    assert taken.snapshot.step == 4 and len(taken.layers) == 1
+    kernel = np.array(taken.layers[0].kernel.values, np.float32).reshape(6, 3)
+    assert tuple(taken.layers[0].kernel.shape) == (6, 3) and taken.layers[0].step == 4
+    stub.Process(pb.ProcessRequest(model=name, samples=raw(xs[4:])))
+    listed = stub.ListSnapshots(pb.ListSnapshotsRequest(name=name)).snapshots
+    assert [s.snapshot_id for s in listed] == [taken.snapshot.snapshot_id]
+
+    restored = stub.Restore(pb.RestoreRequest(name=name, snapshot_id=taken.snapshot.snapshot_id))
+
+    assert restored.model.step == 4
+    again = stub.Snapshot(pb.SnapshotRequest(name=name, include_weights=True))
+    assert np.array_equal(np.array(again.layers[0].kernel.values, np.float32).reshape(6, 3),
+                          kernel)
+    model = stub.GetModel(pb.GetModelRequest(name=name)).model
+    assert model.last_snapshot.snapshot_id == again.snapshot.snapshot_id
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Restore(pb.RestoreRequest(name=name, snapshot_id="0000000000000999"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Restore(pb.RestoreRequest(name=name))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -1,105 +1,223 @@
-"""The per-model learner: micro-batches of whole requests, per-request steps, journal first."""
+"""The per-model learner: micro-batches of whole requests, log first, exactly-once,
+snapshots, and recovery through the same code that applied the batches live."""
 
 from __future__ import annotations
+
+import errno
+import os
+import time
 
 import numpy as np
 import pytest
 
 from service.model import HebbianStack, StackConfig
-from service.server.learner import Learner
+from service.server.errors import ServiceError
+from service.server.learner import Learner, SnapshotSchedule
 from service.server.metrics import ServerMetrics
-from service.state import NullJournal
-from service.state.records import RequestSpan
+from service.state.records import BatchRecord, RequestSpan, ResetRecord
+from service.state.store import DataDir, ModelStore
+from service.state.wal import WriteAheadLog
 
 CONFIG = StackConfig(6, ({"units": 3, "rule": "sanger", "learning_rate": 0.01, "seed": 5},))
+RNG = np.random.default_rng(1)
 
 
-class RecordingJournal(NullJournal):
-    """Keeps what was committed, and the model step at that moment."""
+class ProbedStore(ModelStore):
+    """A real store that also notes the model's step whenever a batch is logged."""
 
-    def __init__(self, stack: HebbianStack):
-        self.stack = stack
-        self.batches: list[tuple[np.ndarray, np.ndarray, int]] = []
-        self.resets: list[int | None] = []
+    def __init__(self, store: ModelStore, stack: HebbianStack):
+        super().__init__(store.directory, store.durability, None)
+        self.stack, self.steps_at_log = stack, []
 
-    def commit(self, model_name, samples, learn_flags, requests=()):
-        self.batches.append((samples.copy(), learn_flags.copy(), self.stack.engine.step))
-        self.spans = requests
-
-    def record_reset(self, model_name, seed):
-        self.resets.append(seed)
+    def append_batch(self, samples, learn, requests=()):
+        self.steps_at_log.append(self.stack.engine.step)
+        return super().append_batch(samples, learn, requests)
 
 
 @pytest.fixture
-def learner_and_journal():
+def data_dir(tmp_path):
+    data = DataDir(tmp_path)
+    data.open()
+    data.create_model("m", CONFIG.to_dict())
+    yield data
+    data.close()
+
+
+def make_learner(data_dir, schedule=None, probe=False, **kwargs) -> Learner:
     stack = HebbianStack(CONFIG)
-    journal = RecordingJournal(stack)
-    learner = Learner(
-        "m", stack, journal=journal, metrics=ServerMetrics().model("m"),
-        max_batch=64, max_queued_samples=1000, warm_up=False,
-    )
-    yield learner, journal
-    learner.stop()
+    store = data_dir.store("m")
+    if probe:
+        store = ProbedStore(store, stack)
+    learner = Learner("m", stack, store=store, metrics=ServerMetrics().model("m"),
+                      max_batch=64, max_queued_samples=1000, warm_up=False,
+                      schedule=schedule, **kwargs)
+    learner.recover()
+    return learner
 
 
-def test_requests_waiting_together_form_one_micro_batch_with_per_request_answers(
-    learner_and_journal,
+def logged(data_dir) -> list:
+    wal = WriteAheadLog(data_dir.store("m").directory / "wal")
+    records = list(wal.recover())
+    wal.close()
+    return records
+
+
+def samples(n):
+    return RNG.normal(size=(n, 6)).astype(np.float32)
+
+
+def test_requests_waiting_together_form_one_logged_micro_batch_with_per_request_answers(
+    data_dir,
 ):
-    learner, journal = learner_and_journal
-    rng = np.random.default_rng(1)
-    parts = [rng.normal(size=(n, 6)).astype(np.float32) for n in (3, 2, 4)]
+    learner = make_learner(data_dir, probe=True)
+    parts = [samples(n) for n in (3, 2, 4)]
     learn = [True, False, True]
-    # queued before the thread starts, so the learner finds all three waiting
     ids = ["a", "", "c"]
+    # queued before the thread starts, so the learner finds all three waiting
     futures = [
-        learner.submit(x, flag, request_id=i) for x, flag, i in zip(parts, learn, ids, strict=True)
+        learner.submit(x, f, request_id=i) for x, f, i in zip(parts, learn, ids, strict=True)
     ]
     learner.start()
     outcomes = [f.result(timeout=60) for f in futures]
+    learner.stop(final_snapshot=False)
 
-    assert len(journal.batches) == 1
-    samples, flags, step_at_commit = journal.batches[0]
-    np.testing.assert_array_equal(samples, np.concatenate(parts))
-    assert flags.tolist() == [True] * 3 + [False] * 2 + [True] * 4
-    assert step_at_commit == 0  # committed before it was applied
-    assert journal.spans == (RequestSpan("a", 0, 3), RequestSpan("c", 5, 4))
+    (record,) = logged(data_dir)
+    np.testing.assert_array_equal(record.samples, np.concatenate(parts))
+    assert record.learn.tolist() == [True] * 3 + [False] * 2 + [True] * 4
+    spans = (RequestSpan("a", 0, 3), RequestSpan("", 3, 2), RequestSpan("c", 5, 4))
+    assert record.requests == spans
+    assert learner.store.steps_at_log == [0]  # logged before it was applied
     assert [o.step for o in outcomes] == [3, 3, 7]
     twin = HebbianStack(CONFIG)
-    expected = twin.engine.process(np.concatenate(parts), flags).activations
+    expected = twin.engine.process(np.concatenate(parts), record.learn).activations
     np.testing.assert_array_equal(np.concatenate([o.activations for o in outcomes]), expected)
     status = learner.status()
     assert (status.step, status.samples_inferred, status.samples_skipped) == (7, 2, 0)
 
 
-def test_reset_runs_after_queued_requests_and_zeroes_the_counters(learner_and_journal):
-    learner, journal = learner_and_journal
+def test_reset_runs_after_queued_requests_is_logged_and_zeroes_the_counters(data_dir):
+    learner = make_learner(data_dir)
     learner.start()
     learner.submit(np.ones((5, 6), np.float32), True).result(timeout=60)
-
     status = learner.reset(seed=11).result(timeout=60)
+    learner.stop(final_snapshot=False)
 
-    assert journal.resets == [11]
+    assert isinstance(logged(data_dir)[-1], ResetRecord) and logged(data_dir)[-1].seed == 11
     assert status.step == 0 and status.samples_inferred == 0
     assert status.config.layers[0]["seed"] == 11
     assert learner.stack.engine.step == 0
 
 
-def test_a_failing_journal_fails_the_requests_and_leaves_the_model_untouched():
-    class Broken(NullJournal):
-        def commit(self, model_name, samples, learn_flags, requests=()):
-            raise OSError("disk full")
-
+def test_a_failed_log_write_fails_the_requests_and_leaves_the_model_untouched(
+    data_dir, monkeypatch
+):
+    failures = []
     stack = HebbianStack(CONFIG)
+    store = ModelStore(data_dir.store("m").directory, data_dir.durability, failures.append)
+    learner = Learner("m", stack, store=store, metrics=ServerMetrics().model("m"),
+                      max_batch=64, max_queued_samples=1000, warm_up=False)
+    learner.recover()
     before = stack.layers[0].kernel.numpy().copy()
-    learner = Learner(
-        "m", stack, journal=Broken(), metrics=ServerMetrics().model("m"),
-        max_batch=64, max_queued_samples=1000, warm_up=False,
-    )
+
+    def full_disk(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
     learner.start()
-    try:
-        with pytest.raises(Exception, match="disk full"):
-            learner.submit(np.ones((2, 6), np.float32), True).result(timeout=60)
-    finally:
-        learner.stop()
+    with pytest.raises(ServiceError, match="No space left") as info:
+        learner.submit(np.ones((2, 6), np.float32), True).result(timeout=60)
+    monkeypatch.undo()
+    learner.stop(final_snapshot=False)
+    assert info.value.code.name == "UNAVAILABLE"
+    assert len(failures) == 1
     assert stack.engine.step == 0
     np.testing.assert_array_equal(stack.layers[0].kernel.numpy(), before)
+
+
+def test_a_repeated_request_id_gets_the_first_answer_and_is_applied_once(data_dir):
+    learner = make_learner(data_dir)
+    learner.start()
+    x = samples(4)
+    first = learner.submit(x, True, request_id="sensor-7:41").result(timeout=60)
+    again = learner.submit(samples(4), True, request_id="sensor-7:41").result(timeout=60)
+    both = [learner.submit(x, True, request_id="twice") for _ in range(2)]  # same batch
+    twice = [f.result(timeout=60) for f in both]
+    learner.stop(final_snapshot=False)
+
+    assert again.step == first.step == 4
+    np.testing.assert_array_equal(again.activations, first.activations)
+    assert twice[0].step == twice[1].step == 8
+    assert learner.status().step == 8
+    assert sum(len(r.samples) for r in logged(data_dir) if isinstance(r, BatchRecord)) == 8
+
+
+def test_recovery_replays_the_log_to_bit_identical_weights_counters_and_request_ids(data_dir):
+    live = make_learner(data_dir)
+    live.start()
+    for i in range(30):
+        x = samples(int(RNG.integers(1, 9)))
+        live.submit(x, bool(i % 4), request_id=f"r{i}" if i % 3 else "").result(timeout=60)
+        if i == 12:
+            live.reset(seed=3).result(timeout=60)
+    bad = samples(3)
+    bad[1] = 1e30  # refused as non-finite, and counted
+    live.submit(bad, True).result(timeout=60)
+    live.stop(final_snapshot=False)  # as after a crash: no final snapshot
+
+    recovered = make_learner(data_dir)
+    for a, b in zip(live.stack.state_arrays().values(), recovered.stack.state_arrays().values(),
+                    strict=True):
+        assert np.array_equal(a, b)
+    assert recovered.status().step == live.status().step
+    assert recovered.status().samples_inferred == live.status().samples_inferred
+    assert recovered.status().samples_skipped == live.status().samples_skipped == 1
+    recovered.start()
+    repeat = recovered.submit(samples(2), True, request_id="r29").result(timeout=60)
+    recovered.stop()
+    assert repeat.step < live.status().step  # answered from the window, not applied
+
+
+def test_snapshots_follow_the_schedule_and_recovery_starts_from_the_newest(data_dir):
+    learner = make_learner(data_dir, SnapshotSchedule(every_samples=20, every_seconds=3600))
+    learner.start()
+    for _ in range(10):
+        learner.submit(samples(7), True).result(timeout=60)
+    learner.stop()  # graceful: a final snapshot
+    store = data_dir.store("m")
+    kept = store.list_snapshots()
+    assert len(kept) == data_dir.durability.keep_snapshots
+    assert kept[-1].step == 70
+
+    recovered = make_learner(data_dir)
+    assert recovered.status().step == 70
+    assert recovered.status().last_snapshot.snapshot_id == kept[-1].snapshot_id
+
+
+def test_an_idle_model_takes_its_time_based_snapshot(data_dir):
+    learner = make_learner(data_dir, SnapshotSchedule(every_samples=10**9, every_seconds=0.2))
+    learner.start()
+    learner.submit(samples(3), True).result(timeout=60)
+    deadline = time.monotonic() + 30
+    while learner.status().last_snapshot is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert learner.status().last_snapshot.step == 3
+    learner.stop(final_snapshot=False)
+
+
+def test_restore_goes_back_to_a_snapshot_and_survives_recovery(data_dir):
+    learner = make_learner(data_dir)
+    learner.start()
+    learner.submit(samples(5), True).result(timeout=60)
+    info, arrays = learner.snapshot().result(timeout=60)
+    learner.submit(samples(6), True).result(timeout=60)
+    status = learner.restore(info.snapshot_id).result(timeout=60)
+    with pytest.raises(ServiceError, match="has no snapshot"):
+        learner.restore("0000000000000999").result(timeout=60)
+    learner.stop(final_snapshot=False)
+    assert status.step == 5
+    assert np.array_equal(learner.stack.state_arrays()["layer0.kernel"], arrays["layer0.kernel"])
+
+    recovered = make_learner(data_dir)
+    assert recovered.status().step == 5
+    assert np.array_equal(recovered.stack.state_arrays()["layer0.kernel"],
+                          arrays["layer0.kernel"])

@@ -1,0 +1,220 @@
+"""Server processes for the service benchmark, and what they cost, read from /proc.
+
+`ServeProcess` runs `hebbian serve` on 127.0.0.1 with free ports and its own data
+directory and measures the time from start to readiness SERVING; `EchoProcess` runs the
+bare gRPC echo server (`service.bench.echo`). Both expose `pid`, so `usage(pid)` can
+read a server's CPU seconds (user + system, all threads) and its peak resident memory
+(VmHWM) while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A process's CPU seconds so far (user + system, every thread), its peak RSS, and the
+    anonymous part of its RSS now (without the shared libraries' file-backed pages)."""
+
+    cpu_seconds: float
+    peak_rss_mb: float
+    anon_rss_mb: float
+
+
+def usage(pid: int | None) -> Usage | None:
+    """`Usage` of a live process from /proc; None without a pid or without /proc."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rpartition(")")[2].split()
+        with open(f"/proc/{pid}/status") as handle:
+            status = dict(line.split(":", 1) for line in handle if ":" in line)
+    except OSError:
+        return None
+    # fields[0] is the state (field 3 of stat): utime and stime are fields 14 and 15
+    cpu = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    anon = status.get("RssAnon", status["VmRSS"])
+    return Usage(cpu, int(status["VmHWM"].split()[0]) / 1024, int(anon.split()[0]) / 1024)
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def hebbian_command() -> list[str]:
+    """The installed `hebbian` console script (or `python -m service.cli` without it)."""
+    script = shutil.which("hebbian", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "service.cli"]
+
+
+def readiness(target: str, timeout: float = 1.0) -> str:
+    """The grpc.health.v1 status of "readiness" at `target`, or the error code's name."""
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            request = health_pb2.HealthCheckRequest(service="readiness")
+            response = stub.Check(request, timeout=timeout)
+        except grpc.RpcError as error:
+            return error.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def serve_flags() -> str:
+    """The help text of `hebbian serve` (to see which flags this build has)."""
+    done = subprocess.run(
+        [*hebbian_command(), "serve", "--help"], capture_output=True, text=True, check=False
+    )
+    return done.stdout
+
+
+class _Child:
+    """A subprocess with a log file; `stop` sends SIGTERM, then kills after `timeout`."""
+
+    def __init__(self, workdir: Path, name: str):
+        self.workdir = Path(workdir)
+        self.log_path = self.workdir / f"{name}.log"
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def target(self) -> str:
+        """host:port of the gRPC server."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while it runs."""
+        return self.process.pid if self.process and self.process.poll() is None else None
+
+    def _spawn(self, command: list[str], env: dict[str, str] | None = None) -> float:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+        with open(self.log_path, "wb") as log:
+            started = time.perf_counter()
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir
+            )
+        return started
+
+    def _check_alive(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"{self.log_path.stem} exited with {self.process.returncode}:\n{self.log_tail()}"
+            )
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the process's combined stdout/stderr."""
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait, kill if needed; returns the exit code (None if never started)."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class ServeProcess(_Child):
+    """`hebbian serve` with free ports, a data directory and optional config file and flags.
+
+    Args:
+      workdir: holds the log, the config file and the data directory.
+      name: names the log and data directory (several servers may share `workdir`).
+      config_text: TOML for `--config` (e.g. the models), or None for the defaults.
+      flags: more `hebbian serve` flags, e.g. ("--fsync", "always").
+      env: environment variables for the server on top of this process's.
+    """
+
+    def __init__(
+        self, workdir: Path, name: str, config_text: str | None = None, flags: tuple = (),
+        env: dict[str, str] | None = None,
+    ):
+        super().__init__(workdir, name)
+        self.name = name
+        self.config_text = config_text
+        self.flags = tuple(flags)
+        self.env = dict(env or {})
+        self.ready_seconds = float("nan")  # start to readiness SERVING
+
+    def start(self, timeout: float = 180.0) -> ServeProcess:
+        """Start the server and wait until readiness is SERVING (timed)."""
+        command = [
+            *hebbian_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            "--metrics-port", "0", "--data-dir", str(self.workdir / f"{self.name}-data"),
+            "--log-level", "warning", *self.flags,
+        ]
+        if self.config_text is not None:
+            path = self.workdir / f"{self.name}.toml"
+            path.write_text(self.config_text)
+            command += ["--config", str(path)]
+        started = self._spawn(command, self.env)
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            self._check_alive()
+            if readiness(self.target, timeout=0.5) == "SERVING":
+                self.ready_seconds = time.perf_counter() - started
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"hebbian serve not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+
+class EchoProcess(_Child):
+    """The bare gRPC echo server (`python -m service.bench.echo`) answering like a model
+    with `output_dim` outputs."""
+
+    def __init__(self, workdir: Path, output_dim: int, name: str = "echo"):
+        super().__init__(workdir, name)
+        self.output_dim = output_dim
+
+    def start(self, timeout: float = 60.0) -> EchoProcess:
+        """Start the echo server and wait until it accepts connections."""
+        self._spawn([
+            sys.executable, "-m", "service.bench.echo", "--port", str(self.port),
+            "--output-dim", str(self.output_dim),
+        ])
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            self._check_alive()
+            with grpc.insecure_channel(self.target) as channel:
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=0.5)
+                    return self
+                except grpc.FutureTimeoutError:
+                    pass
+        self.stop()
+        raise RuntimeError(f"echo server not ready after {timeout:.0f} s:\n{self.log_tail()}")

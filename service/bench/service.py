@@ -1,0 +1,452 @@
+"""`hebbian bench`: the service end to end against a bare gRPC echo server, side by side.
+
+Starts `hebbian serve` (model 256 -> 64 `oja`, a temporary data directory, fsync `no`),
+a second one with fsync `always`, and the echo server of `service.bench.echo` (same
+transport, same message sizes, no model), then runs every scenario against the service
+and the echo in turn, `--repeats` times, and reports the medians:
+
+- `stream_1`: one sample per message on one stream;
+- `stream_64`: 64 samples per message (raw float32 bytes) on one stream;
+- `streams_8`: one sample per message on 8 concurrent streams;
+- `streams_8_fsync_always`: the same against the server with fsync `always`;
+- `unary`: one Process call after the other, one sample each;
+- `offered_500`: one stream sending 500 samples/s on a fixed schedule (latency).
+
+Per scenario: samples/s, messages/s, p50/p99 latency, the server's CPU seconds over the
+run and its peak RSS (from /proc), and the ratio service/echo. Then a server with the
+default model is started `--repeats` times for start-to-readiness time and peak RSS.
+Progress goes to stderr; the result to stdout as a table with PASS/FAIL per target, or
+JSON (`--json`). With `--target` it measures a running server instead (no CPU/RSS
+unless `--server-pid`, no fsync comparison, no start-up figures).
+
+    hebbian bench [--json] [--repeats 3] [--duration 2] [--target HOST:PORT] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from service.bench import load
+from service.bench.procs import EchoProcess, ServeProcess, serve_flags, usage
+
+INPUT_DIM, UNITS, RULE = 256, 64, "oja"
+DEFAULT_MODEL_INPUT_DIM = 16  # the embedded default model, 16 -> 4 sanger
+
+# Targets
+MIN_STREAM_1_VS_ECHO = 0.8  # messages/s
+MIN_STREAM_64_VS_ECHO = 0.6  # samples/s
+MAX_UNARY_P50_VS_ECHO = 1.3
+MAX_OFFERED_P99_MS = 10.0
+MIN_FSYNC_ALWAYS_VS_NO = 0.5  # samples/s, 8 streams
+MAX_READY_S = 15.0
+MAX_DEFAULT_RSS_MB = 700.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One load pattern; `server` names the service process it runs against."""
+
+    key: str
+    title: str
+    samples_per_message: int = 1
+    streams: int = 1
+    unary: bool = False
+    rate: float | None = None  # messages/s per stream, None: as fast as the window allows
+    server: str = "main"
+    min_duration: float = 0.0  # seconds per run at least (enough samples for a p99)
+
+
+SCENARIOS = (
+    Scenario("stream_1", "1 sample/msg, 1 stream"),
+    Scenario("stream_64", "64 samples/msg raw, 1 stream", samples_per_message=64),
+    Scenario("streams_8", "1 sample/msg, 8 streams", streams=8),
+    Scenario("streams_8_fsync_always", "8 streams, fsync always", streams=8, server="fsync"),
+    Scenario("unary", "unary, 1 sample/call", unary=True),
+    Scenario("offered_500", "offered 500 samples/s", rate=500.0, min_duration=4.0),
+)
+
+
+def model_toml(input_dim: int, units: int, rule: str) -> str:
+    """A config file whose default model is `input_dim -> units` with `rule`."""
+    return (
+        "[models.default]\n"
+        f"input_dim = {input_dim}\n"
+        f'layers = [{{units = {units}, rule = "{rule}", seed = 0}}]\n'
+    )
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+@dataclass
+class Bench:
+    """Settings of one benchmark run."""
+
+    duration: float
+    warmup: float
+    window: int
+    input_dim: int
+    model: str = ""
+
+    def run(self, scenario: Scenario, target: str, pid: int | None) -> dict:
+        """One timed run of `scenario` against `target`; the server's usage from /proc."""
+        messages = load.payloads(
+            self.input_dim, scenario.samples_per_message, self.model, unary=scenario.unary
+        )
+        duration = max(self.duration, scenario.min_duration)
+        before = usage(pid)
+        if scenario.unary:
+            result = load.unary_run(
+                target, messages, scenario.samples_per_message,
+                duration=duration, warmup=self.warmup,
+            )
+        else:
+            result = load.stream_run(
+                target, messages, scenario.samples_per_message, streams=scenario.streams,
+                duration=duration, warmup=self.warmup, window=self.window,
+                rate=scenario.rate,
+            )
+        after = usage(pid)
+        cpu = after.cpu_seconds - before.cpu_seconds if before and after else None
+        answered = result.messages_per_s * duration  # over the whole run, warm-up included
+        return {
+            "samples_per_s": result.samples_per_s,
+            "messages_per_s": result.messages_per_s,
+            "p50_ms": result.latency_ms(0.5),
+            "p99_ms": result.latency_ms(0.99),
+            "server_cpu_s": cpu,
+            "server_cpu_us_per_msg": cpu / answered * 1e6 if cpu is not None and answered else None,
+            "server_peak_rss_mb": after.peak_rss_mb if after else None,
+            "client_cpu_s": result.client_cpu_seconds,
+        }
+
+
+def _median(runs: list[dict]) -> dict:
+    """Per key, the median over runs (None if a run has no value)."""
+    out = {}
+    for key in runs[0]:
+        values = [run[key] for run in runs]
+        out[key] = None if any(v is None for v in values) else statistics.median(values)
+    return out
+
+
+def _ratios(service: dict, echo: dict) -> dict:
+    keys = ("samples_per_s", "messages_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_msg")
+    return {
+        k: service[k] / echo[k] if service[k] is not None and echo[k] else None for k in keys
+    }
+
+
+def run_scenarios(
+    bench: Bench, scenarios: list[Scenario], servers: dict[str, tuple[str, int | None]],
+    echo: tuple[str, int | None], repeats: int,
+) -> dict:
+    """Every scenario against its service and the echo, interleaved, `repeats` times."""
+    runs: dict[str, dict[str, list[dict]]] = {s.key: {"service": [], "echo": []} for s in scenarios}
+    for repeat in range(repeats):
+        for scenario in scenarios:
+            sides = [("service", servers[scenario.server]), ("echo", echo)]
+            if repeat % 2:  # alternate who goes first
+                sides.reverse()
+            for side, (target, pid) in sides:
+                figures = bench.run(scenario, target, pid)
+                runs[scenario.key][side].append(figures)
+                _progress(
+                    f"[{repeat + 1}/{repeats}] {scenario.key:<24} {side:<7} "
+                    f"{figures['samples_per_s']:>10,.0f} samples/s "
+                    f"{figures['messages_per_s']:>8,.0f} msg/s  p50 {figures['p50_ms']:7.2f} ms"
+                    f"  p99 {figures['p99_ms']:7.2f} ms"
+                )
+    results = {}
+    for scenario in scenarios:
+        service = _median(runs[scenario.key]["service"])
+        echo_figures = _median(runs[scenario.key]["echo"])
+        results[scenario.key] = {
+            "title": scenario.title,
+            "samples_per_message": scenario.samples_per_message,
+            "streams": scenario.streams,
+            "unary": scenario.unary,
+            "rate": scenario.rate,
+            "service": service,
+            "echo": echo_figures,
+            "ratio": _ratios(service, echo_figures),
+            "runs": runs[scenario.key],
+        }
+    return results
+
+
+def measure_startup(workdir: Path, repeats: int, bench: Bench, env: dict[str, str]) -> dict:
+    """Start a server with the default model `repeats` times: start-to-SERVING seconds, and
+    peak RSS after a short stream of single samples and of 64-sample messages."""
+    runs = []
+    short = Bench(min(bench.duration, 1.0), min(bench.warmup, 0.2), bench.window,
+                  DEFAULT_MODEL_INPUT_DIM)
+    for repeat in range(repeats):
+        with ServeProcess(workdir, f"default-{repeat}", env=env) as server:
+            for scenario in (SCENARIOS[0], SCENARIOS[1]):
+                short.run(scenario, server.target, server.pid)
+            peak = usage(server.pid)
+            runs.append({
+                "ready_s": server.ready_seconds,
+                "peak_rss_mb": peak.peak_rss_mb if peak else None,
+                "anon_rss_mb": peak.anon_rss_mb if peak else None,
+            })
+        _progress(
+            f"[{repeat + 1}/{repeats}] startup, default model: ready in "
+            f"{runs[-1]['ready_s']:.1f} s, peak RSS {runs[-1]['peak_rss_mb']:.0f} MB"
+        )
+    return {**_median(runs), "runs": runs}
+
+
+def evaluate_targets(result: dict) -> dict[str, dict]:
+    """Each target: its label, the measured value and whether it is met (None: not run)."""
+    sc = result["scenarios"]
+    targets: dict[str, dict] = {}
+
+    def add(key: str, label: str, value: float | None, ok: Callable[[float], bool]) -> None:
+        targets[key] = {
+            "label": label, "value": value, "pass": None if value is None else bool(ok(value)),
+        }
+
+    def ratio(scenario: str, field: str) -> float | None:
+        return sc[scenario]["ratio"][field] if scenario in sc else None
+
+    add("stream_1", f"1 sample/msg, 1 stream: messages/s >= {MIN_STREAM_1_VS_ECHO}x echo",
+        ratio("stream_1", "messages_per_s"), lambda v: v >= MIN_STREAM_1_VS_ECHO)
+    add("stream_64", f"64 samples/msg raw: samples/s >= {MIN_STREAM_64_VS_ECHO}x echo",
+        ratio("stream_64", "samples_per_s"), lambda v: v >= MIN_STREAM_64_VS_ECHO)
+    add("unary", f"unary: p50 latency <= {MAX_UNARY_P50_VS_ECHO}x echo",
+        ratio("unary", "p50_ms"), lambda v: v <= MAX_UNARY_P50_VS_ECHO)
+    add("offered_500", f"offered 500 samples/s: p99 latency < {MAX_OFFERED_P99_MS:g} ms",
+        sc["offered_500"]["service"]["p99_ms"] if "offered_500" in sc else None,
+        lambda v: v < MAX_OFFERED_P99_MS)
+    fsync = None
+    if "streams_8" in sc and "streams_8_fsync_always" in sc:
+        fsync = (sc["streams_8_fsync_always"]["service"]["samples_per_s"]
+                 / sc["streams_8"]["service"]["samples_per_s"])
+    add("fsync", f"8 streams: fsync always >= {MIN_FSYNC_ALWAYS_VS_NO}x fsync no (samples/s)",
+        fsync, lambda v: v >= MIN_FSYNC_ALWAYS_VS_NO)
+    startup = result.get("startup") or {}
+    add("ready", f"start to readiness SERVING <= {MAX_READY_S:g} s (default model)",
+        startup.get("ready_s"), lambda v: v <= MAX_READY_S)
+    add("rss", f"peak RSS <= {MAX_DEFAULT_RSS_MB:g} MB (default model)",
+        startup.get("peak_rss_mb"), lambda v: v <= MAX_DEFAULT_RSS_MB)
+    return targets
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def format_table(result: dict) -> str:
+    """The result as a plain-text table, then the targets."""
+    s = result["settings"]
+    lines = [
+        f"hebbian bench: model {s['model']}, fsync {s['fsync']}; median of {s['repeats']} "
+        f"runs of {s['duration']:g} s ({s['warmup']:g} s warm-up not counted), "
+        f"at most {s['window']} messages unanswered per stream",
+        "CPU s: the server process's CPU seconds (user + system) over one run; us/msg: per "
+        "message answered; RSS: the server's peak resident memory",
+        f"machine: {s['cpus']} CPUs, load average {_cell(s['load_before'], '.2f')} before, "
+        f"{_cell(s['load_after'], '.2f')} after",
+        *([f"servers started with {' '.join(f'{k}={v}' for k, v in s['server_env'].items())}"]
+          if s.get("server_env") else []),
+        "",
+    ]
+    head = (f"{'scenario':<30}{'server':<9}{'samples/s':>11}{'msgs/s':>9}{'p50 ms':>9}"
+            f"{'p99 ms':>9}{'CPU s':>7}{'us/msg':>8}{'RSS MB':>8}")
+    lines += [head, "-" * len(head)]
+    for scenario in result["scenarios"].values():
+        for side in ("service", "echo", "ratio"):
+            f = scenario[side]
+            title = scenario["title"] if side == "service" else ""
+            if side == "ratio":
+                lines.append(
+                    f"{title:<30}{'ratio':<9}{_cell(f['samples_per_s'], '.2f') + 'x':>11}"
+                    f"{_cell(f['messages_per_s'], '.2f') + 'x':>9}"
+                    f"{_cell(f['p50_ms'], '.2f') + 'x':>9}{_cell(f['p99_ms'], '.2f') + 'x':>9}"
+                    f"{'':>7}{_cell(f['server_cpu_us_per_msg'], '.2f') + 'x':>8}"
+                )
+                continue
+            lines.append(
+                f"{title:<30}{side:<9}{_cell(f['samples_per_s'], ',.0f'):>11}"
+                f"{_cell(f['messages_per_s'], ',.0f'):>9}{_cell(f['p50_ms'], '.2f'):>9}"
+                f"{_cell(f['p99_ms'], '.2f'):>9}{_cell(f['server_cpu_s'], '.2f'):>7}"
+                f"{_cell(f['server_cpu_us_per_msg'], '.0f'):>8}"
+                f"{_cell(f['server_peak_rss_mb'], '.0f'):>8}"
+            )
+    startup = result.get("startup")
+    if startup:
+        lines += [
+            "",
+            f"default model (16 -> 4 sanger): start to readiness SERVING "
+            f"{startup['ready_s']:.1f} s, peak RSS {_cell(startup['peak_rss_mb'], '.0f')} MB "
+            f"(anonymous {_cell(startup.get('anon_rss_mb'), '.0f')} MB at the end, the rest is "
+            "shared-library pages); 256 -> 64 oja: ready in "
+            f"{_cell(result['ready_s'].get('main'), '.1f')} s",
+        ]
+    lines += ["", "targets:"]
+    for target in result["targets"].values():
+        mark = {True: "PASS", False: "FAIL", None: "SKIP"}[target["pass"]]
+        value = "" if target["value"] is None else f"  ({target['value']:.2f})"
+        lines.append(f"  [{mark}] {target['label']}{value}")
+    for note in result["notes"]:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `hebbian bench`."""
+    parser = argparse.ArgumentParser(
+        prog="hebbian bench",
+        description="The service end to end versus a bare gRPC echo server "
+        "(`hebbian bench engine` benchmarks the engine alone).",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per figure (default 3)")
+    parser.add_argument("--duration", type=float, default=2.0,
+                        help="seconds per run (default 2)")
+    parser.add_argument("--warmup", type=float, default=0.5,
+                        help="seconds at the start of each run not counted (default 0.5)")
+    parser.add_argument("--window", type=int, default=64,
+                        help="most unanswered messages per stream (default 64)")
+    parser.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS),
+                        help="comma-separated subset of: " + ", ".join(s.key for s in SCENARIOS))
+    parser.add_argument("--input-dim", type=int, default=INPUT_DIM,
+                        help=f"model input width (default {INPUT_DIM})")
+    parser.add_argument("--units", type=int, default=UNITS,
+                        help=f"model output width (default {UNITS})")
+    parser.add_argument("--no-startup", dest="startup", action="store_false",
+                        help="skip the start-up time and RSS of the default model")
+    parser.add_argument("--target", metavar="HOST:PORT",
+                        help="measure this running server instead of starting one")
+    parser.add_argument("--model", default="",
+                        help="with --target: the model to load (default: the default model)")
+    parser.add_argument("--server-pid", type=int,
+                        help="with --target: the server's pid, for CPU and RSS")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the servers this starts (repeatable), "
+                        "e.g. OPENBLAS_NUM_THREADS=1")
+    parser.add_argument("--check", action="store_true",
+                        help="exit with status 1 when a target fails")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print a table (or JSON). With --check, 1 if a target fails."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.duration <= args.warmup or args.window < 1:
+        parser.error("--repeats and --window must be >= 1 and --duration > --warmup")
+    known = {s.key: s for s in SCENARIOS}
+    chosen = [k.strip() for k in args.scenarios.split(",") if k.strip()]
+    unknown = [k for k in chosen if k not in known]
+    if unknown:
+        parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(known)}")
+    scenarios = [known[k] for k in chosen]
+    bad = [item for item in args.server_env if "=" not in item or item.startswith("=")]
+    if bad:
+        parser.error(f"--server-env needs NAME=VALUE; got {bad[0]!r}")
+    args.server_env = dict(item.split("=", 1) for item in args.server_env)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    notes: list[str] = []
+    load_before = _load_average()
+    try:
+        with tempfile.TemporaryDirectory(prefix="hebbian-bench-") as tmp:
+            result = _run(args, scenarios, Path(tmp), notes)
+    except (grpc.RpcError, RuntimeError) as err:
+        detail = err.details() if isinstance(err, grpc.RpcError) else str(err)
+        print(f"hebbian bench: error: {detail}", file=sys.stderr)
+        return 1
+    result["settings"]["load_before"] = load_before
+    result["settings"]["load_after"] = _load_average()
+    result["notes"] = notes
+    result["targets"] = evaluate_targets(result)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    failed = any(t["pass"] is False for t in result["targets"].values())
+    return 1 if args.check and failed else 0
+
+
+def _run(args, scenarios: list[Scenario], workdir: Path, notes: list[str]) -> dict:
+    bench = Bench(args.duration, args.warmup, args.window, args.input_dim, args.model)
+    fsync = "--fsync" in serve_flags() if not args.target else False
+    servers: dict[str, tuple[str, int | None]] = {}
+    ready: dict[str, float] = {}
+    started: list[Any] = []
+    if not fsync and any(s.server == "fsync" for s in scenarios):
+        scenarios = [s for s in scenarios if s.server != "fsync"]
+        notes.append(
+            "fsync comparison skipped: " + (
+                "not available with --target" if args.target
+                else "this `hebbian serve` has no --fsync flag"
+            )
+        )
+    try:
+        _progress("starting the echo server")
+        echo = EchoProcess(workdir, args.units).start()
+        started.append(echo)
+        if args.target:
+            servers["main"] = (args.target, args.server_pid)
+        else:
+            config = model_toml(args.input_dim, args.units, RULE)
+            kinds = {"main": ("--fsync", "no") if fsync else ()}
+            if any(s.server == "fsync" for s in scenarios):
+                kinds["fsync"] = ("--fsync", "always")
+            for name, flags in kinds.items():
+                _progress(f"starting hebbian serve ({name}: {' '.join(flags) or 'defaults'})")
+                server = ServeProcess(workdir, name, config, flags, args.server_env).start()
+                started.append(server)
+                servers[name] = (server.target, server.pid)
+                ready[name] = server.ready_seconds
+        for target, _ in servers.values():
+            load.prime(target, args.input_dim, args.model)
+        results = run_scenarios(
+            bench, scenarios, servers, (echo.target, echo.pid), args.repeats
+        )
+    finally:
+        for process in reversed(started):
+            process.stop()
+    startup = None
+    if args.startup and not args.target:
+        startup = measure_startup(workdir, args.repeats, bench, args.server_env)
+    model = args.model or "default" if args.target else (
+        f"{args.input_dim}->{args.units} {RULE}"
+    )
+    return {
+        "settings": {
+            "model": model,
+            "fsync": "no" if fsync else "n/a",
+            "repeats": args.repeats,
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "window": args.window,
+            "cpus": os.cpu_count(),
+            "target": args.target,
+            "server_env": args.server_env,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        "scenarios": results,
+        "ready_s": ready,
+        "startup": startup,
+    }

@@ -1,0 +1,121 @@
+"""`hebbian check-data`, `export`, `snapshot` and `restore`: the durable side of a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LAYER_FIELDS = ("kernel", "lateral", "mask", "theta")
+
+
+def check_data(directory: Path, as_json: bool = False) -> int:
+    """Report on a data directory without starting a server or changing a byte.
+
+    Returns 0 when a server would start on it, 1 otherwise (the problems are listed).
+    """
+    from service.state.inspect import inspect_data_dir
+
+    try:
+        reports = inspect_data_dir(directory)
+    except FileNotFoundError as err:
+        print(f"hebbian: {err}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps([_report_dict(r) for r in reports], indent=2, default=str))
+    else:
+        for r in reports:
+            newest = r.snapshots[-1] if r.snapshots else None
+            print(f"model {r.name}: {'ok' if r.ok else 'DAMAGED'}")
+            print(f"  config: input_dim {r.input_dim}, {r.layers} layer(s)")
+            print(f"  snapshots: {len(r.snapshots)}" + (
+                f", newest {newest.snapshot_id} at step {newest.step}" if newest else ""))
+            print(f"  log: {r.log_segments} segment(s), {r.log_bytes} bytes, sequences "
+                  f"{r.first_seq}..{r.last_seq}, {r.records_to_replay} record(s) to replay")
+            if r.torn_tail:
+                print(f"  torn tail: {r.torn_tail}")
+            for problem in r.problems:
+                print(f"  problem: {problem}")
+        if not reports:
+            print(f"{directory}: no models")
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _report_dict(report: Any) -> dict:
+    return {
+        "name": report.name, "ok": report.ok, "input_dim": report.input_dim,
+        "layers": report.layers, "log_segments": report.log_segments,
+        "log_bytes": report.log_bytes, "first_seq": report.first_seq,
+        "last_seq": report.last_seq, "records_to_replay": report.records_to_replay,
+        "torn_tail": report.torn_tail, "problems": report.problems,
+        "snapshots": [{"snapshot_id": s.snapshot_id, "seq": s.seq, "step": s.step,
+                       "create_time": s.create_time} for s in report.snapshots],
+    }
+
+
+def export_model(client: Any, name: str, out: Path) -> int:
+    """Write a served model, full state included, as a `.keras` file that
+    `keras.models.load_model` loads and that keeps learning where the server was."""
+    from service.client import config_from_proto, decode_tensor
+    from service.model import HebbianStack, StackConfig
+
+    model = client.get_model(name)
+    snapshot = client.snapshot(name, include_weights=True)
+    stack = HebbianStack(StackConfig.from_dict(config_from_proto(model.config)))
+    arrays: dict[str, np.ndarray] = {}
+    for index, layer in enumerate(snapshot.layers):
+        for field in LAYER_FIELDS:
+            arrays[f"layer{index}.{field}"] = decode_tensor(getattr(layer, field)).astype(
+                np.float32
+            )
+        arrays[f"layer{index}.step"] = np.array(layer.step, np.int64)
+    stack.load_state_arrays(arrays)
+    stack.model.save(out)
+    print(f"model {model.name}: snapshot {snapshot.snapshot.snapshot_id} at step "
+          f"{snapshot.snapshot.step} written to {out}")
+    return 0
+
+
+def add_data_commands(commands: Any, client: argparse.ArgumentParser) -> None:
+    """Add check-data, export, snapshot, snapshots and restore to the `hebbian` parser."""
+    check = commands.add_parser(
+        "check-data", help="report on a data directory without starting a server",
+        description="Verify the config, snapshots and write-ahead log of every model in a "
+        "data directory, read-only, and say what a server would recover. Exit 1 if damaged.",
+    )
+    check.add_argument("directory", type=Path, help="the server's --data-dir")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    export = commands.add_parser(
+        "export", parents=[client], help="save a served model as a .keras file",
+    )
+    export.add_argument("name", nargs="?", default="", help="model (default: the default model)")
+    export.add_argument("--out", type=Path, required=True, help="the .keras file to write")
+    snap = commands.add_parser("snapshot", parents=[client], help="persist a model's state now")
+    snap.add_argument("name", nargs="?", default="", help="model (default: the default model)")
+    listing = commands.add_parser("snapshots", parents=[client], help="list a model's snapshots")
+    listing.add_argument("name", nargs="?", default="", help="model (default: the default model)")
+    restore = commands.add_parser(
+        "restore", parents=[client], help="return a model to one of its snapshots"
+    )
+    restore.add_argument("snapshot_id", help="id from `hebbian snapshots`")
+    restore.add_argument("name", nargs="?", default="", help="model (default: the default model)")
+
+
+def run_data_command(client: Any, args: argparse.Namespace) -> int:
+    """Run export, snapshot, snapshots or restore against a server."""
+    if args.command == "export":
+        return export_model(client, args.name, args.out)
+    if args.command == "snapshot":
+        info = client.snapshot(args.name).snapshot
+        print(f"snapshot {info.snapshot_id} at step {info.step}")
+    elif args.command == "snapshots":
+        for info in client.list_snapshots(args.name):
+            print(f"{info.snapshot_id}  step {info.step}  {info.create_time.ToJsonString()}")
+    elif args.command == "restore":
+        model = client.restore(args.snapshot_id, args.name)
+        print(f"model {model.name}: restored snapshot {args.snapshot_id}, step {model.step}")
+    return 0

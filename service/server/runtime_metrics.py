@@ -1,0 +1,114 @@
+"""Prometheus gauges of the running server outside the request path, read at scrape time.
+
+- ``hebbian_ready``: 1 while the readiness health status is SERVING, else 0;
+
+and of the data directory (`DataDirCollector`):
+
+- ``hebbian_snapshot_last_timestamp_seconds{model}``: when the newest snapshot of the
+  model was written (Unix time; absent while the model has none);
+- ``hebbian_snapshots{model}``: snapshots kept;
+- ``hebbian_wal_bytes{model}`` and ``hebbian_wal_segments{model}``: the model's
+  write-ahead log, which shrinks each time a snapshot covers it;
+- ``hebbian_data_dir_available_bytes`` and ``hebbian_data_dir_capacity_bytes``: the
+  volume holding the data directory.
+
+A scrape only lists directories and stats files (nothing is opened), so it never
+contends with the learners; a file that disappears meanwhile (a pruned snapshot, a
+dropped log segment) is simply not counted.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service.state.snapshot import list_snapshots
+from service.state.store import DataDir
+from service.state.wal import segment_paths
+
+
+def register_readiness(registry: CollectorRegistry, ready: threading.Event) -> None:
+    """Export ``hebbian_ready``: 1 while `ready` is set (readiness SERVING), else 0."""
+    gauge = Gauge(
+        "hebbian_ready",
+        "1 while the server is ready (models warmed up, not shutting down), else 0.",
+        registry=registry,
+    )
+    gauge.set_function(lambda: 1.0 if ready.is_set() else 0.0)
+
+
+class DataDirCollector(Collector):
+    """Snapshot and log gauges of every model stored in `data_dir`."""
+
+    def __init__(self, data_dir: DataDir):
+        self._data_dir = data_dir
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(_families().values())
+
+    def collect(self) -> Iterator[Metric]:
+        families = _families()
+        for name in self._safe_model_names():
+            directory = self._data_dir.models_dir / name
+            snapshots = _stats(list_snapshots(directory / "snapshots"))
+            segments = _stats(segment_paths(directory / "wal"))
+            if snapshots:
+                newest = max(stat.st_mtime for stat in snapshots)
+                families["snapshot_time"].add_metric((name,), newest)
+            families["snapshots"].add_metric((name,), len(snapshots))
+            families["wal_bytes"].add_metric((name,), sum(stat.st_size for stat in segments))
+            families["wal_segments"].add_metric((name,), len(segments))
+        try:
+            stat = os.statvfs(self._data_dir.root)
+        except OSError:
+            pass
+        else:
+            families["available"].add_metric((), stat.f_bavail * stat.f_frsize)
+            families["capacity"].add_metric((), stat.f_blocks * stat.f_frsize)
+        yield from families.values()
+
+    def _safe_model_names(self) -> list[str]:
+        try:
+            return self._data_dir.model_names()
+        except OSError:
+            return []
+
+
+def _families() -> dict[str, GaugeMetricFamily]:
+    model = ("model",)
+    return {
+        "snapshot_time": GaugeMetricFamily(
+            "hebbian_snapshot_last_timestamp_seconds",
+            "Unix time the newest snapshot of the model was written.", labels=model),
+        "snapshots": GaugeMetricFamily(
+            "hebbian_snapshots", "Snapshots kept for the model.", labels=model),
+        "wal_bytes": GaugeMetricFamily(
+            "hebbian_wal_bytes",
+            "Bytes in the model's write-ahead log segments (drops after each snapshot).",
+            labels=model),
+        "wal_segments": GaugeMetricFamily(
+            "hebbian_wal_segments", "Segment files of the model's write-ahead log.",
+            labels=model),
+        "available": GaugeMetricFamily(
+            "hebbian_data_dir_available_bytes",
+            "Bytes available to the server on the data directory's file system."),
+        "capacity": GaugeMetricFamily(
+            "hebbian_data_dir_capacity_bytes", "Size of the data directory's file system."),
+    }
+
+
+def _stats(paths: list[Path]) -> list[os.stat_result]:
+    """`stat` of each path that still exists."""
+    found = []
+    for path in paths:
+        try:
+            found.append(path.stat())
+        except FileNotFoundError:
+            continue
+    return found

@@ -1,0 +1,60 @@
+"""`hebbian bench` end to end with tiny sizes: it runs and reports, nothing is timed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.server_process import hebbian_command
+
+TINY = ("--repeats", "1", "--duration", "0.4", "--warmup", "0.1", "--input-dim", "16",
+        "--units", "4", "--json")
+
+
+def bench(*args: str, timeout: float = 300) -> dict:
+    done = subprocess.run([*hebbian_command(), "bench", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[1/1]" in done.stderr  # progress on stderr
+    return json.loads(done.stdout)
+
+
+def check_scenario(result: dict, key: str, samples_per_message: int) -> None:
+    scenario = result["scenarios"][key]
+    for side in ("service", "echo"):
+        figures = scenario[side]
+        assert figures["messages_per_s"] > 0, (key, side, figures)
+        assert figures["samples_per_s"] == figures["messages_per_s"] * samples_per_message
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+    assert scenario["ratio"]["messages_per_s"] > 0
+
+
+def test_bench_starts_its_own_server_and_echo():
+    result = bench("--scenarios", "stream_64", "--no-startup", *TINY)
+    check_scenario(result, "stream_64", 64)
+    service = result["scenarios"]["stream_64"]["service"]
+    assert service["server_cpu_s"] > 0 and service["server_peak_rss_mb"] > 100
+    assert result["ready_s"]["main"] > 0
+    assert set(result["targets"]) >= {"stream_1", "stream_64", "unary", "offered_500", "ready"}
+    assert result["targets"]["stream_64"]["pass"] in (True, False)
+    assert result["targets"]["stream_1"]["pass"] is None  # not run
+
+
+def test_bench_against_a_running_server(hebbian_server):
+    target = hebbian_server.target
+    created = subprocess.run(
+        [*hebbian_command(), "--target", target, "models", "create", "bench-smoke",
+         "--input-dim", "16", "--layer", "units=4,rule=oja"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    try:
+        result = bench("--target", target, "--model", "bench-smoke",
+                       "--scenarios", "stream_1,streams_8,unary", *TINY)
+    finally:
+        subprocess.run([*hebbian_command(), "--target", target, "models", "delete",
+                        "bench-smoke"], capture_output=True, timeout=60, check=False)
+    for key in ("stream_1", "streams_8", "unary"):
+        check_scenario(result, key, 1)
+    assert result["scenarios"]["unary"]["service"]["server_cpu_s"] is None  # no pid given
+    assert result["startup"] is None

@@ -1,0 +1,205 @@
+"""Limits with a clear status: number of models, open streams, deadlines, cancellation,
+keepalive. All against `limited_server` (4 models, 4 streams, 16 workers)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+import numpy as np
+import pytest
+
+from service.api import hebbian_pb2 as pb
+from service.api import hebbian_pb2_grpc as pb_grpc
+from tests.security.conftest import MAX_MODELS, MAX_STREAMS, health, raw
+
+SAMPLE = np.full((1, 16), 0.25, np.float32)
+TINY = pb.ModelConfig(input_dim=2, layers=[pb.LayerConfig(units=1, rule="oja", seed=1)])
+
+
+MODEL = "limits"  # a fresh model: the fuzzer may have left the default one's weights huge
+
+
+@pytest.fixture(scope="module")
+def stub(limited_channel) -> Iterator[pb_grpc.HebbianServiceStub]:
+    stub = pb_grpc.HebbianServiceStub(limited_channel)
+    config = pb.ModelConfig(input_dim=16, layers=[pb.LayerConfig(units=4, rule="sanger", seed=2)])
+    stub.CreateModel(pb.CreateModelRequest(name=MODEL, config=config), timeout=60)
+    yield stub
+    stub.DeleteModel(pb.DeleteModelRequest(name=MODEL), timeout=60)
+
+
+def one_sample() -> pb.ProcessRequest:
+    return pb.ProcessRequest(model=MODEL, samples=raw(SAMPLE))
+
+
+def step(stub, name: str = MODEL) -> int:
+    return stub.GetModel(pb.GetModelRequest(name=name), timeout=10).model.step
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def reader_threads() -> int:
+    return sum(t.name == "stream-reader" for t in threading.enumerate())
+
+
+class OpenStream:
+    """A StreamProcess call fed from a queue, kept open until `close` or `cancel`."""
+
+    def __init__(self, stub, **kwargs):
+        self.outbox: queue.Queue = queue.Queue()
+        self.call = stub.StreamProcess(iter(self.outbox.get, None), timeout=60, **kwargs)
+
+    def put(self, request_id: str = "") -> None:
+        self.outbox.put(
+            pb.StreamProcessRequest(model=MODEL, samples=raw(SAMPLE), request_id=request_id)
+        )
+
+    def send(self, request_id: str = "") -> pb.StreamProcessResponse:
+        self.put(request_id)
+        return next(self.call)
+
+    def close(self) -> list:
+        self.outbox.put(None)
+        return list(self.call)
+
+    def cancel(self) -> None:
+        self.call.cancel()
+        self.outbox.put(None)
+
+
+def test_creating_more_models_than_the_cap_is_resource_exhausted(stub):
+    held, created = len(stub.ListModels(pb.ListModelsRequest()).models), []
+    try:
+        for i in range(MAX_MODELS - held):
+            name = f"cap-{i}"
+            stub.CreateModel(pb.CreateModelRequest(name=name, config=TINY), timeout=60)
+            created.append(name)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.CreateModel(pb.CreateModelRequest(name="cap-over", config=TINY), timeout=60)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"at most {MAX_MODELS} models" in info.value.details()
+        assert len(stub.ListModels(pb.ListModelsRequest()).models) == MAX_MODELS
+
+        stub.DeleteModel(pb.DeleteModelRequest(name=created.pop()), timeout=60)
+        stub.CreateModel(pb.CreateModelRequest(name="cap-again", config=TINY), timeout=60)
+        created.append("cap-again")  # deleting one made room again
+    finally:
+        for name in created:
+            stub.DeleteModel(pb.DeleteModelRequest(name=name), timeout=60)
+
+
+def test_a_model_over_the_weight_cap_is_resource_exhausted(stub):
+    huge = pb.ModelConfig(input_dim=1 << 20, layers=[pb.LayerConfig(units=64)])
+    with pytest.raises(grpc.RpcError) as info:
+        stub.CreateModel(pb.CreateModelRequest(name="huge", config=huge), timeout=60)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "weights" in info.value.details()
+
+
+def test_streams_beyond_the_cap_are_refused_and_unary_calls_still_served(stub):
+    streams = [OpenStream(stub) for _ in range(MAX_STREAMS)]
+    for i, stream in enumerate(streams):
+        assert stream.send(f"cap-{i}").request_id == f"cap-{i}"  # each holds a slot now
+
+    extra = OpenStream(stub)
+    with pytest.raises(grpc.RpcError) as info:
+        extra.send()
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"at most {MAX_STREAMS}" in info.value.details()
+    assert stub.GetModel(pb.GetModelRequest(), timeout=10).model.name == "default"
+
+    streams[0].cancel()  # a cancelled stream gives its slot back
+    replacement = open_when_free(stub)
+    for stream in [*streams[1:], replacement]:
+        assert stream.close() == []
+    assert eventually(lambda: reader_threads() == 0)
+
+
+def open_when_free(stub, timeout: float = 10.0) -> OpenStream:
+    """A new stream that got a slot (retried while the server still counts a closing one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stream = OpenStream(stub)
+        try:
+            stream.send()
+            return stream
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert time.monotonic() < deadline, "the cancelled stream never gave its slot back"
+            time.sleep(0.05)
+
+
+class StalledLearner:
+    """Fault injection: the model's learner thread waits on a gate (as if a disk stalled),
+    so that requests stay queued; `release` lets it go on."""
+
+    def __init__(self, server, name: str = MODEL):
+        self.gate = threading.Event()
+        self.learner = server.registry.get(name)
+        self.learner._control(lambda _: self.gate.wait(60), None)  # a control item blocks it
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def __enter__(self) -> StalledLearner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def test_a_request_whose_deadline_passes_while_queued_is_not_applied(limited_server, stub):
+    before = step(stub)
+    with StalledLearner(limited_server):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Process(one_sample(), timeout=0.5)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        patient = stub.Process.future(one_sample(), timeout=60)
+        time.sleep(0.2)  # queued behind the expired one
+    assert patient.result().step == before + 1  # only the request still wanted was applied
+    assert step(stub) == before + 1
+
+
+def test_a_cancelled_call_withdraws_its_queued_samples(limited_server, stub):
+    before = step(stub)
+    with StalledLearner(limited_server) as stalled:
+        unary = stub.Process.future(one_sample(), timeout=60)
+        stream = OpenStream(stub)
+        for i in range(3):
+            stream.put(str(i))
+        assert eventually(lambda: stalled.learner._queue.depth == 4)  # all four queued
+        unary.cancel()
+        stream.cancel()
+        time.sleep(0.2)
+    later = stub.Process(one_sample(), timeout=30)
+    assert later.step == before + 1
+    assert eventually(lambda: reader_threads() == 0)
+
+
+def test_a_client_that_pings_too_often_is_sent_away(limited_server, limited_channel):
+    options = [
+        ("grpc.keepalive_time_ms", 200),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    with grpc.insecure_channel(limited_server.target, options=options) as channel:
+        stream = OpenStream(pb_grpc.HebbianServiceStub(channel))
+        stream.send()
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            next(stream.call)  # idle: only pings travel, far more often than allowed
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "ping" in info.value.details().lower()
+        assert time.monotonic() - started < 30
+    assert health(limited_channel, "readiness") == "SERVING"  # the server did not mind

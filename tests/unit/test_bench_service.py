@@ -1,0 +1,87 @@
+"""The service benchmark's parts without a model: echo server, load generators, /proc, report."""
+
+import os
+
+import grpc
+import numpy as np
+import pytest
+
+from service.api import hebbian_pb2 as pb
+from service.bench import load
+from service.bench.echo import start_echo
+from service.bench.procs import usage
+from service.bench.service import SCENARIOS, evaluate_targets, format_table
+
+
+@pytest.fixture(scope="module")
+def echo_target():
+    server, port = start_echo("127.0.0.1", 0, output_dim=4)
+    yield f"127.0.0.1:{port}"
+    server.stop(0)
+
+
+def test_echo_answers_with_the_size_a_model_would(echo_target):
+    with grpc.insecure_channel(echo_target) as channel:
+        call = channel.unary_unary(load.UNARY_METHOD)
+        answer = pb.ProcessResponse.FromString(call(load.payloads(16, 3, unary=True)[0], timeout=5))
+    assert list(answer.activations.shape) == [3, 4]
+    assert len(answer.activations.raw) == 3 * 4 * 4
+    assert answer.step >= 3 and answer.model == "default"
+
+
+@pytest.mark.parametrize("streams,rate", [(1, None), (3, None), (1, 200.0)])
+def test_stream_runs_count_answers_and_latencies(echo_target, streams, rate):
+    messages = load.payloads(16, 2)
+    result = load.stream_run(
+        echo_target, messages, 2, streams=streams, duration=0.4, warmup=0.1, window=8, rate=rate
+    )
+    assert result.messages > 0 and result.samples == 2 * result.messages
+    assert len(result.latencies) == result.messages
+    assert np.all(result.latencies > 0) and result.latency_ms(0.99) >= result.latency_ms(0.5)
+    if rate:  # at most the offered rate over the counted 0.3 s
+        assert result.messages <= rate * 0.3 + 2
+
+
+def test_unary_run(echo_target):
+    result = load.unary_run(echo_target, load.payloads(16, 1, unary=True), 1,
+                            duration=0.3, warmup=0.1)
+    assert result.messages > 0 and result.messages_per_s > 0
+
+
+def test_usage_reads_cpu_and_peak_rss_from_proc():
+    mine = usage(os.getpid())
+    assert mine is not None and mine.cpu_seconds > 0 and mine.peak_rss_mb > 10
+    assert usage(None) is None
+
+
+def _figures(samples: float, p50: float = 1.0, p99: float = 2.0) -> dict:
+    return {"samples_per_s": samples, "messages_per_s": samples, "p50_ms": p50, "p99_ms": p99,
+            "server_cpu_s": 1.0, "server_cpu_us_per_msg": 100.0, "server_peak_rss_mb": 500.0,
+            "client_cpu_s": 1.0}
+
+
+def test_targets_and_table_from_a_result():
+    scenarios = {}
+    for s in SCENARIOS:
+        service, echo = _figures(900.0, p50=1.2, p99=5.0), _figures(1000.0)
+        scenarios[s.key] = {"title": s.title, "service": service, "echo": echo,
+                            "ratio": {k: service[k] / echo[k] for k in
+                                      ("samples_per_s", "messages_per_s", "p50_ms", "p99_ms",
+                                       "server_cpu_us_per_msg")}}
+    scenarios["stream_64"]["ratio"]["samples_per_s"] = 0.5
+    result = {
+        "settings": {"model": "256->64 oja", "fsync": "no", "repeats": 1, "duration": 1.0,
+                     "warmup": 0.1, "window": 64, "cpus": 2, "load_before": 0.5,
+                     "load_after": None},
+        "scenarios": scenarios, "ready_s": {"main": 9.0},
+        "startup": {"ready_s": 8.0, "peak_rss_mb": 800.0}, "notes": ["a note"],
+    }
+    targets = evaluate_targets(result)
+    assert {k: t["pass"] for k, t in targets.items()} == {
+        "stream_1": True, "stream_64": False, "unary": True, "offered_500": True,
+        "fsync": True, "ready": True, "rss": False,
+    }
+    result["targets"] = targets
+    table = format_table(result)
+    assert "[FAIL] 64 samples/msg raw" in table and "[PASS] unary" in table
+    assert "note: a note" in table and "0.90x" in table
