@@ -69,6 +69,7 @@ class ServerConfig:
     snapshot_keep: int = 3
     wal_segment_bytes: int = 64 * 1024 * 1024
     workers: int = 64
+    batch_linger: float = 0.002
     grace_period: float = 10.0
     log_level: str = "info"
     default_model: str = DEFAULT_MODEL
@@ -153,6 +154,9 @@ SETTINGS = (
              lambda v: v >= 4096, "an integer >= 4096"),
     _Setting("workers", int, "gRPC worker threads = most concurrent RPCs (each open stream "
              "holds one)", _positive, "an integer >= 1"),
+    _Setting("batch_linger", float, "most seconds a busy model's learner waits for more "
+             "samples before applying a micro-batch (adaptive micro-batching; 0: never)",
+             lambda v: 0 <= v <= 1, "a number of seconds in 0..1"),
     _Setting("grace_period", float, "seconds in-flight requests get to finish on SIGTERM",
              lambda v: v >= 0, "a number of seconds >= 0"),
     _Setting("log_level", str.lower, "log level", lambda v: v in LOG_LEVELS,

@@ -2,7 +2,8 @@
 
 Request threads `submit` samples and wait on the returned future. The learner thread
 takes everything waiting (up to `max_batch` samples, whole requests only, in arrival
-order) as one micro-batch and, in this order:
+order; when it is behind, after lingering up to `batch_linger` while more keeps arriving)
+as one micro-batch and, in this order:
 
 1. answers requests whose `request_id` it already acknowledged (exactly-once: the
    original answer, nothing applied twice);
@@ -100,6 +101,9 @@ class Learner:
       metrics: the model's metrics.
       max_batch: most samples per micro-batch (whole requests; a larger one runs alone).
       max_queued_samples: samples waiting before `submit` blocks (back-pressure).
+      batch_linger: most seconds to wait for more samples when the learner is behind
+        (`WorkQueue.take`): a busy model gets fewer, larger engine calls; 0 disables it.
+      linger_slice: lingering stops after this many seconds without a new request.
       is_default: whether this is the server's default model.
       warm_up: compile every engine bucket on the thread before the first batch.
       schedule: when to take snapshots on its own.
@@ -115,6 +119,8 @@ class Learner:
         metrics: ModelMetrics,
         max_batch: int,
         max_queued_samples: int,
+        batch_linger: float = 0.0,
+        linger_slice: float = 0.0005,
         is_default: bool = False,
         warm_up: bool = True,
         schedule: SnapshotSchedule | None = None,
@@ -130,6 +136,8 @@ class Learner:
         self.ready = threading.Event()  # set once warmed up and draining
         self._metrics = metrics
         self._max_batch = max_batch
+        self._batch_linger = batch_linger
+        self._linger_slice = linger_slice
         self._warm_up = warm_up
         self._schedule = schedule or SnapshotSchedule()
         self._window = window or RequestWindow()
@@ -250,7 +258,10 @@ class Learner:
             except Exception:  # buckets then compile on first use
                 log.exception("model %r: warm-up failed", self.name)
         self.ready.set()
-        while (batch := self._queue.take(self._max_batch, self._time_to_snapshot())) != []:
+        while (batch := self._queue.take(
+            self._max_batch, self._time_to_snapshot(),
+            linger=self._batch_linger, linger_slice=self._linger_slice,
+        )) != []:
             if batch is None:  # idle until a time-based snapshot was due
                 self._snapshot_if_due()
                 continue

@@ -34,6 +34,7 @@ class ModelRegistry:
       metrics: the server's metrics; each model gets its `ModelMetrics`.
       max_batch: learner micro-batch limit, in samples.
       max_queued_samples: per-model queue limit, in samples.
+      batch_linger: most seconds a busy learner waits for a fuller micro-batch.
       max_model_weights: largest model accepted by `create`, in weights (kernels + laterals).
       default_model: the name an empty model name stands for.
       schedule: when learners take snapshots on their own.
@@ -52,6 +53,7 @@ class ModelRegistry:
         default_model: str = DEFAULT_MODEL,
         schedule: SnapshotSchedule | None = None,
         max_models: int | None = None,
+        batch_linger: float = 0.0,
     ):
         self.default_model = default_model
         self._max_models = max_models
@@ -59,6 +61,7 @@ class ModelRegistry:
         self._schedule = schedule
         self._metrics = metrics
         self._max_batch = max_batch
+        self._batch_linger = batch_linger
         self._max_queued_samples = max_queued_samples
         self._max_model_weights = max_model_weights
         self._lock = threading.Lock()
@@ -146,6 +149,7 @@ class ModelRegistry:
             store=store,
             metrics=self._metrics.model(name),
             max_batch=self._max_batch,
+            batch_linger=self._batch_linger,
             max_queued_samples=self._max_queued_samples,
             is_default=name == self.default_model,
             warm_up=warm_up,

@@ -78,6 +78,7 @@ class HebbianServer:
             default_model=config.default_model,
             schedule=SnapshotSchedule(config.snapshot_every_samples, config.snapshot_every_seconds),
             max_models=config.limits.max_models,
+            batch_linger=config.batch_linger,
         )
         self.port = 0  # bound gRPC port once started
         self.ready = threading.Event()  # readiness SERVING

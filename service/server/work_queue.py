@@ -1,9 +1,13 @@
 """A bounded FIFO of requests, counted in samples, that a learner drains in micro-batches.
 
 Producers (request threads) `put` work; the one consumer (the learner thread) `take`s
-everything waiting up to a maximum number of samples, blocking only while the queue is
-empty: no polling and no artificial delay, so a lone request is served at once and
-concurrent requests pile up into large micro-batches. Items are never split, so each
+everything waiting up to a maximum number of samples. An idle consumer is woken by the
+first item and takes it at once, so a lone request is served without delay. A consumer
+that is behind (work was already waiting when it came back for more) may *linger*: it
+waits a little longer, in short slices, while more work keeps arriving, so that a busy
+stream is applied in large micro-batches instead of one engine call per message
+(adaptive micro-batching: the delay appears only under load, and stops as soon as the
+traffic pauses or the batch is full). Items are never split, so each
 request's samples stay together and in order. Producers block while the queue holds
 `capacity` samples (back-pressure), unless it is empty: one oversized item always fits.
 """
@@ -48,6 +52,7 @@ class WorkQueue:
         self._items: deque[WorkItem] = deque()
         self._samples = 0
         self._closed = False
+        self._wake_at = 1  # samples waiting at which `put` wakes the consumer
         lock = threading.Lock()
         self._not_empty = threading.Condition(lock)
         self._not_full = threading.Condition(lock)
@@ -80,18 +85,28 @@ class WorkQueue:
                 raise QueueClosedError
             self._items.append(item)
             self._samples += item.samples
-            self._not_empty.notify()
+            if self._samples >= self._wake_at or item.control:
+                self._not_empty.notify()
 
-    def take(self, max_samples: int, timeout: float | None = None) -> list[WorkItem] | None:
+    def take(
+        self, max_samples: int, timeout: float | None = None, *,
+        linger: float = 0.0, linger_slice: float = 0.0005,
+    ) -> list[WorkItem] | None:
         """Block until work is waiting, then remove and return a micro-batch of it.
 
         Returns a lone control item, or consecutive sample items totalling at most
         `max_samples` samples (at least one item, even if it alone is larger). Returns
         an empty list once the queue is closed and drained, and None if `timeout`
         seconds passed with nothing to take.
+
+        If work was already waiting when `take` was called and it is less than
+        `max_samples`, it waits up to `linger` seconds for more, in slices of
+        `linger_slice`: it stops early when a slice brings nothing new, when
+        `max_samples` are waiting or when a control item arrives.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._not_empty:
+            behind = bool(self._items)
             while not self._items and not self._closed:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -99,6 +114,8 @@ class WorkQueue:
                 self._not_empty.wait(remaining)
             if not self._items:
                 return []
+            if behind and linger > 0:
+                self._linger(max_samples, linger, linger_slice)
             first = self._items.popleft()
             batch, total = [first], first.samples
             if not first.control:
@@ -111,6 +128,25 @@ class WorkQueue:
             self._samples -= total
             self._not_full.notify_all()
             return batch
+
+    def _linger(self, max_samples: int, linger: float, linger_slice: float) -> None:
+        """Wait (lock held on entry) while work keeps arriving, up to `linger` seconds."""
+        until = time.monotonic() + linger
+        self._wake_at = max_samples
+        try:
+            seen = 0
+            while not self._closed and self._samples < max_samples:
+                if any(self._items[i].control for i in range(seen, len(self._items))):
+                    return
+                seen = len(self._items)
+                left = until - time.monotonic()
+                if left <= 0:
+                    return
+                self._not_empty.wait(min(left, linger_slice))
+                if len(self._items) == seen:  # a quiet slice: the burst is over
+                    return
+        finally:
+            self._wake_at = 1
 
     def close(self) -> None:
         """Refuse new work; what is queued is still handed out by `take`."""

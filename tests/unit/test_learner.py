@@ -95,6 +95,39 @@ def test_requests_waiting_together_form_one_logged_micro_batch_with_per_request_
     assert (status.step, status.samples_inferred, status.samples_skipped) == (7, 2, 0)
 
 
+@pytest.mark.parametrize("linger", [1.0, 0.0])
+def test_a_busy_learner_lingers_into_fewer_larger_batches_with_the_same_answers(
+    data_dir, linger
+):
+    """Adaptive micro-batching: requests trickling in while the learner is behind are
+    gathered (up to `batch_linger`) into few logged batches; answers are unchanged."""
+    learner = make_learner(data_dir, batch_linger=linger, linger_slice=0.2)
+    learner.stack.engine.warm_up()  # every bucket compiled: batches are fast
+    parts = [samples(1) for _ in range(20)]
+    # waiting before the thread starts: its first take finds it behind
+    futures = [learner.submit(x, True) for x in parts[:2]]
+    learner.start()
+    for x in parts[2:]:  # then one request per 20 ms, each well inside a linger slice
+        time.sleep(0.02)
+        futures.append(learner.submit(x, True))
+    outcomes = [f.result(timeout=60) for f in futures]
+    learner.stop(final_snapshot=False)
+
+    records = logged(data_dir)
+    batches = [len(r.samples) for r in records]
+    if linger:  # one batch (every request came within a slice of the last); a stall of
+        assert len(batches) <= 3  # the machine longer than a slice may split it
+    else:  # the control: without lingering, about one batch per request after the first
+        assert len(batches) >= 10
+    assert sum(len(r.samples) for r in records) == len(parts)
+    twin = HebbianStack(CONFIG)
+    expected = twin.engine.process(np.concatenate(parts)).activations
+    np.testing.assert_allclose(
+        np.concatenate([o.activations for o in outcomes]), expected, rtol=1e-5, atol=1e-6
+    )
+    assert [o.step for o in outcomes] == list(range(1, len(parts) + 1))
+
+
 def test_reset_runs_after_queued_requests_is_logged_and_zeroes_the_counters(data_dir):
     learner = make_learner(data_dir)
     learner.start()
