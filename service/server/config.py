@@ -69,7 +69,7 @@ class ServerConfig:
     snapshot_keep: int = 3
     wal_segment_bytes: int = 64 * 1024 * 1024
     workers: int = 64
-    batch_linger: float = 0.002
+    batch_linger: float = 0.003
     grace_period: float = 10.0
     log_level: str = "info"
     default_model: str = DEFAULT_MODEL

@@ -120,7 +120,7 @@ class Learner:
         max_batch: int,
         max_queued_samples: int,
         batch_linger: float = 0.0,
-        linger_slice: float = 0.0005,
+        linger_slice: float = 0.001,
         is_default: bool = False,
         warm_up: bool = True,
         schedule: SnapshotSchedule | None = None,

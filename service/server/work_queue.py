@@ -90,7 +90,7 @@ class WorkQueue:
 
     def take(
         self, max_samples: int, timeout: float | None = None, *,
-        linger: float = 0.0, linger_slice: float = 0.0005,
+        linger: float = 0.0, linger_slice: float = 0.001,
     ) -> list[WorkItem] | None:
         """Block until work is waiting, then remove and return a micro-batch of it.
 
