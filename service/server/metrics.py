@@ -23,7 +23,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 import grpc
@@ -341,24 +341,21 @@ class _GrpcMetrics:
         )
 
 
-@dataclass
 class _Call:
-    """Bookkeeping of one RPC: counts its messages and records how it ended."""
+    """Bookkeeping of one RPC: counts its messages and records how it ended. The
+    per-message counters are looked up once per call, not once per message."""
 
-    metrics: _GrpcMetrics
-    labels: tuple[str, str, str]
-    context: grpc.ServicerContext
-    start: float = 0.0
+    def __init__(
+        self, metrics: _GrpcMetrics, labels: tuple[str, str, str], context: grpc.ServicerContext
+    ):
+        self.metrics, self.labels, self.context = metrics, labels, context
+        self.start = 0.0
+        self.received = metrics.received.labels(*labels).inc
+        self.sent = metrics.sent.labels(*labels).inc
 
     def begin(self) -> None:
         self.start = time.perf_counter()
         self.metrics.started.labels(*self.labels).inc()
-
-    def received(self) -> None:
-        self.metrics.received.labels(*self.labels).inc()
-
-    def sent(self) -> None:
-        self.metrics.sent.labels(*self.labels).inc()
 
     def end(self, failed: bool) -> None:
         code = _final_code(self.context, failed)

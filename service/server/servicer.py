@@ -82,18 +82,15 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
         self, requests: Iterator[pb.StreamProcessRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.StreamProcessResponse]:
         """Answer each message of a stream in order; a bad message ends the stream."""
-        pending: queue.Queue = queue.Queue(STREAM_WINDOW)
-        closed = threading.Event()
-        outstanding = _Outstanding()
-        if not context.add_callback(outstanding.cancel):  # cancelled: withdraw what is queued
+        window = _StreamWindow(STREAM_WINDOW)
+        if not context.add_callback(window.withdraw):  # cancelled: withdraw what is queued
             return
         reader = threading.Thread(
-            target=self._read_stream, args=(requests, pending, closed, outstanding),
-            daemon=True, name="stream-reader",
+            target=self._read_stream, args=(requests, window), daemon=True, name="stream-reader"
         )
         reader.start()
         try:
-            while (item := pending.get()) is not _END:
+            while (item := window.get()) is not _END:
                 if isinstance(item, ServiceError):
                     context.abort(item.code, item.message)
                 request, learner, future = item
@@ -103,31 +100,25 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
                     context.abort(err.code, err.message)
                 yield pb.StreamProcessResponse(**_answer(request, learner, outcome))
         finally:
-            closed.set()
-            while not pending.empty():  # unblock a reader waiting for room
-                pending.get_nowait()
+            window.close()
 
-    def _read_stream(
-        self, requests: Iterator, pending: queue.Queue, closed: threading.Event,
-        outstanding: _Outstanding,
-    ):
+    def _read_stream(self, requests: Iterator, window: _StreamWindow):
         """Reader thread of one stream: validate and submit messages as they arrive."""
         try:
             for request in requests:
-                if closed.is_set():
+                if window.closed:
                     return
                 learner, future = self._submit(request, None)
-                outstanding.add(future)
-                pending.put((request, learner, future))
+                window.put((request, learner, future))
         except ServiceError as err:
-            pending.put(err)
+            window.put(err)
         except grpc.RpcError:  # the client went away; the handler ends with the call
             pass
         except Exception as err:
             log.exception("stream reader failed")
-            pending.put(ServiceError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}"))
+            window.put(ServiceError(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}"))
         finally:
-            pending.put(_END)
+            window.put(_END)
 
     def _submit(self, request: Request, timeout: float | None) -> tuple[Learner, Future]:
         learner = self._registry.get(request.model)
@@ -220,29 +211,50 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
         return pb.RestoreResponse(model=messages.model_to_proto(status))
 
 
-class _Outstanding:
-    """The futures of one stream not resolved yet; `cancel` (run when the call ends,
-    e.g. the client cancelled or went away) withdraws those the learner has not
-    started, so a cancelled stream's queued samples are never applied."""
+class _StreamWindow:
+    """The messages of one stream submitted to a learner and not answered yet, in order
+    and bounded: the reader thread `put`s, the handler `get`s. `withdraw` (run when the
+    call ends, e.g. the client cancelled or went away) cancels the futures the learner
+    has not started, so a cancelled stream's queued samples are never applied."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._futures: set[Future] = set()
+    def __init__(self, size: int) -> None:
+        self._queue: queue.Queue = queue.Queue(size)
+        self._awaited: Future | None = None  # the handler's current message
+        self._closed = threading.Event()
 
-    def add(self, future: Future) -> None:
-        with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(self._discard)
+    @property
+    def closed(self) -> bool:
+        """Whether the handler ended (the reader stops submitting)."""
+        return self._closed.is_set()
 
-    def _discard(self, future: Future) -> None:
-        with self._lock:
-            self._futures.discard(future)
+    def put(self, item) -> None:
+        """Queue a (request, learner, future), an error or the end (waits for room)."""
+        self._queue.put(item)
 
-    def cancel(self) -> None:
-        with self._lock:
-            futures = list(self._futures)
-        for future in futures:
-            future.cancel()
+    def get(self):
+        """The next item, in order (waits for one)."""
+        item = self._queue.get()
+        if type(item) is tuple:
+            self._awaited = item[2]
+        return item
+
+    def withdraw(self) -> None:
+        """Cancel every queued future the learner has not started, the awaited one too."""
+        self._closed.set()
+        with self._queue.mutex:
+            queued = [item[2] for item in self._queue.queue if type(item) is tuple]
+        for future in (self._awaited, *queued):
+            if future is not None:
+                future.cancel()
+
+    def close(self) -> None:
+        """The handler is done: stop the reader, unblocking it if it waits for room."""
+        self._closed.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
 
 
 def _result(future: Future):
