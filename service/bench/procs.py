@@ -4,7 +4,8 @@
 directory and measures the time from start to readiness SERVING; `EchoProcess` runs the
 bare gRPC echo server (`service.bench.echo`). Both expose `pid`, so `usage(pid)` can
 read a server's CPU seconds (user + system, all threads) and its peak resident memory
-(VmHWM) while it runs.
+(VmHWM) while it runs; `micro_batches(url)` reads a server's learner micro-batch totals
+from its Prometheus endpoint.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -50,6 +53,40 @@ def usage(pid: int | None) -> Usage | None:
     cpu = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
     anon = status.get("RssAnon", status["VmRSS"])
     return Usage(cpu, int(status["VmHWM"].split()[0]) / 1024, int(anon.split()[0]) / 1024)
+
+
+@dataclass(frozen=True)
+class MicroBatches:
+    """A server's learner micro-batches so far, every model together: how many, their
+    samples and the engine seconds they took (`hebbian_microbatch_*`)."""
+
+    count: float
+    samples: float
+    engine_seconds: float
+
+
+_MICRO_BATCH_SERIES = (
+    "hebbian_microbatch_samples_count",
+    "hebbian_microbatch_samples_sum",
+    "hebbian_microbatch_compute_seconds_sum",
+)
+
+
+def micro_batches(metrics_url: str | None) -> MicroBatches | None:
+    """`MicroBatches` scraped from a server's /metrics; None without a URL or an answer."""
+    if metrics_url is None:
+        return None
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    totals = dict.fromkeys(_MICRO_BATCH_SERIES, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return MicroBatches(*(totals[name] for name in _MICRO_BATCH_SERIES))
 
 
 def free_port() -> int:
@@ -169,12 +206,19 @@ class ServeProcess(_Child):
         self.flags = tuple(flags)
         self.env = dict(env or {})
         self.ready_seconds = float("nan")  # start to readiness SERVING
+        self.metrics_port = free_port()
+
+    @property
+    def metrics_url(self) -> str:
+        """The server's Prometheus endpoint."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self, timeout: float = 180.0) -> ServeProcess:
         """Start the server and wait until readiness is SERVING (timed)."""
         command = [
             *hebbian_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            "--metrics-port", "0", "--data-dir", str(self.workdir / f"{self.name}-data"),
+            "--metrics-port", str(self.metrics_port),
+            "--data-dir", str(self.workdir / f"{self.name}-data"),
             "--log-level", "warning", *self.flags,
         ]
         if self.config_text is not None:

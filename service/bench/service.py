@@ -13,11 +13,15 @@ and the echo in turn, `--repeats` times, and reports the medians:
 - `offered_500`: one stream sending 500 samples/s on a fixed schedule (latency).
 
 Per scenario: samples/s, messages/s, p50/p99 latency, the server's CPU seconds over the
-run and its peak RSS (from /proc), and the ratio service/echo. Then a server with the
+run and its peak RSS (from /proc), the service's mean samples per learner micro-batch
+and the engine seconds of those batches (from its /metrics: how well adaptive
+micro-batching works and what share of the CPU the maths takes), and the ratio
+service/echo. Then a server with the
 default model is started `--repeats` times for start-to-readiness time and peak RSS.
 Progress goes to stderr; the result to stdout as a table with PASS/FAIL per target, or
 JSON (`--json`). With `--target` it measures a running server instead (no CPU/RSS
-unless `--server-pid`, no fsync comparison, no start-up figures).
+unless `--server-pid`, no micro-batches unless `--server-metrics`, no fsync comparison,
+no start-up figures).
 
     hebbian bench [--json] [--repeats 3] [--duration 2] [--target HOST:PORT] ...
 """
@@ -39,7 +43,7 @@ from typing import Any
 import grpc
 
 from service.bench import load
-from service.bench.procs import EchoProcess, ServeProcess, serve_flags, usage
+from service.bench.procs import EchoProcess, ServeProcess, micro_batches, serve_flags, usage
 
 INPUT_DIM, UNITS, RULE = 256, 64, "oja"
 DEFAULT_MODEL_INPUT_DIM = 16  # the embedded default model, 16 -> 4 sanger
@@ -52,6 +56,11 @@ MAX_OFFERED_P99_MS = 10.0
 MIN_FSYNC_ALWAYS_VS_NO = 0.5  # samples/s, 8 streams
 MAX_READY_S = 15.0
 MAX_DEFAULT_RSS_MB = 700.0
+
+
+# A server to measure: gRPC host:port, process id (CPU and RSS) and /metrics URL
+# (micro-batches), each None where unknown.
+Server = tuple[str, int | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -108,13 +117,16 @@ class Bench:
     input_dim: int
     model: str = ""
 
-    def run(self, scenario: Scenario, target: str, pid: int | None) -> dict:
-        """One timed run of `scenario` against `target`; the server's usage from /proc."""
+    def run(
+        self, scenario: Scenario, target: str, pid: int | None, metrics_url: str | None = None
+    ) -> dict:
+        """One timed run of `scenario` against `target`; the server's usage from /proc and
+        its micro-batches from `metrics_url`."""
         messages = load.payloads(
             self.input_dim, scenario.samples_per_message, self.model, unary=scenario.unary
         )
         duration = max(self.duration, scenario.min_duration)
-        before = usage(pid)
+        before, batches_before = usage(pid), micro_batches(metrics_url)
         if scenario.unary:
             result = load.unary_run(
                 target, messages, scenario.samples_per_message,
@@ -126,8 +138,13 @@ class Bench:
                 duration=duration, warmup=self.warmup, window=self.window,
                 rate=scenario.rate,
             )
-        after = usage(pid)
+        after, batches_after = usage(pid), micro_batches(metrics_url)
         cpu = after.cpu_seconds - before.cpu_seconds if before and after else None
+        batches = engine = None
+        if batches_before and batches_after:
+            count = batches_after.count - batches_before.count
+            batches = (batches_after.samples - batches_before.samples) / count if count else None
+            engine = batches_after.engine_seconds - batches_before.engine_seconds
         answered = result.messages_per_s * duration  # over the whole run, warm-up included
         return {
             "samples_per_s": result.samples_per_s,
@@ -137,6 +154,8 @@ class Bench:
             "server_cpu_s": cpu,
             "server_cpu_us_per_msg": cpu / answered * 1e6 if cpu is not None and answered else None,
             "server_peak_rss_mb": after.peak_rss_mb if after else None,
+            "samples_per_microbatch": batches,
+            "engine_s": engine,
             "client_cpu_s": result.client_cpu_seconds,
         }
 
@@ -158,8 +177,8 @@ def _ratios(service: dict, echo: dict) -> dict:
 
 
 def run_scenarios(
-    bench: Bench, scenarios: list[Scenario], servers: dict[str, tuple[str, int | None]],
-    echo: tuple[str, int | None], repeats: int,
+    bench: Bench, scenarios: list[Scenario], servers: dict[str, Server], echo: Server,
+    repeats: int,
 ) -> dict:
     """Every scenario against its service and the echo, interleaved, `repeats` times."""
     runs: dict[str, dict[str, list[dict]]] = {s.key: {"service": [], "echo": []} for s in scenarios}
@@ -168,8 +187,8 @@ def run_scenarios(
             sides = [("service", servers[scenario.server]), ("echo", echo)]
             if repeat % 2:  # alternate who goes first
                 sides.reverse()
-            for side, (target, pid) in sides:
-                figures = bench.run(scenario, target, pid)
+            for side, (target, pid, metrics_url) in sides:
+                figures = bench.run(scenario, target, pid, metrics_url)
                 runs[scenario.key][side].append(figures)
                 _progress(
                     f"[{repeat + 1}/{repeats}] {scenario.key:<24} {side:<7} "
@@ -267,6 +286,8 @@ def format_table(result: dict) -> str:
         f"at most {s['window']} messages unanswered per stream",
         "CPU s: the server process's CPU seconds (user + system) over one run; us/msg: per "
         "message answered; RSS: the server's peak resident memory",
+        "batch: samples per learner micro-batch (mean); engine s: the seconds of those "
+        "engine calls over one run (from the server's /metrics)",
         f"machine: {s['cpus']} CPUs, load average {_cell(s['load_before'], '.2f')} before, "
         f"{_cell(s['load_after'], '.2f')} after",
         *([f"servers started with {' '.join(f'{k}={v}' for k, v in s['server_env'].items())}"]
@@ -274,7 +295,7 @@ def format_table(result: dict) -> str:
         "",
     ]
     head = (f"{'scenario':<30}{'server':<9}{'samples/s':>11}{'msgs/s':>9}{'p50 ms':>9}"
-            f"{'p99 ms':>9}{'CPU s':>7}{'us/msg':>8}{'RSS MB':>8}")
+            f"{'p99 ms':>9}{'CPU s':>7}{'us/msg':>8}{'RSS MB':>8}{'batch':>7}{'engine s':>9}")
     lines += [head, "-" * len(head)]
     for scenario in result["scenarios"].values():
         for side in ("service", "echo", "ratio"):
@@ -294,6 +315,8 @@ def format_table(result: dict) -> str:
                 f"{_cell(f['p99_ms'], '.2f'):>9}{_cell(f['server_cpu_s'], '.2f'):>7}"
                 f"{_cell(f['server_cpu_us_per_msg'], '.0f'):>8}"
                 f"{_cell(f['server_peak_rss_mb'], '.0f'):>8}"
+                f"{_cell(f.get('samples_per_microbatch'), '.1f'):>7}"
+                f"{_cell(f.get('engine_s'), '.2f'):>9}"
             )
     startup = result.get("startup")
     if startup:
@@ -344,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --target: the model to load (default: the default model)")
     parser.add_argument("--server-pid", type=int,
                         help="with --target: the server's pid, for CPU and RSS")
+    parser.add_argument("--server-metrics", metavar="URL",
+                        help="with --target: the server's /metrics URL, for its micro-batches")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the servers this starts (repeatable), "
                         "e.g. OPENBLAS_NUM_THREADS=1")
@@ -391,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, scenarios: list[Scenario], workdir: Path, notes: list[str]) -> dict:
     bench = Bench(args.duration, args.warmup, args.window, args.input_dim, args.model)
     fsync = "--fsync" in serve_flags() if not args.target else False
-    servers: dict[str, tuple[str, int | None]] = {}
+    servers: dict[str, Server] = {}
     ready: dict[str, float] = {}
     started: list[Any] = []
     if not fsync and any(s.server == "fsync" for s in scenarios):
@@ -407,7 +432,7 @@ def _run(args, scenarios: list[Scenario], workdir: Path, notes: list[str]) -> di
         echo = EchoProcess(workdir, args.units).start()
         started.append(echo)
         if args.target:
-            servers["main"] = (args.target, args.server_pid)
+            servers["main"] = (args.target, args.server_pid, args.server_metrics)
         else:
             config = model_toml(args.input_dim, args.units, RULE)
             kinds = {"main": ("--fsync", "no") if fsync else ()}
@@ -417,12 +442,12 @@ def _run(args, scenarios: list[Scenario], workdir: Path, notes: list[str]) -> di
                 _progress(f"starting hebbian serve ({name}: {' '.join(flags) or 'defaults'})")
                 server = ServeProcess(workdir, name, config, flags, args.server_env).start()
                 started.append(server)
-                servers[name] = (server.target, server.pid)
+                servers[name] = (server.target, server.pid, server.metrics_url)
                 ready[name] = server.ready_seconds
-        for target, _ in servers.values():
+        for target, _, _ in servers.values():
             load.prime(target, args.input_dim, args.model)
         results = run_scenarios(
-            bench, scenarios, servers, (echo.target, echo.pid), args.repeats
+            bench, scenarios, servers, (echo.target, echo.pid, None), args.repeats
         )
     finally:
         for process in reversed(started):

@@ -34,6 +34,9 @@ def test_bench_starts_its_own_server_and_echo():
     check_scenario(result, "stream_64", 64)
     service = result["scenarios"]["stream_64"]["service"]
     assert service["server_cpu_s"] > 0 and service["server_peak_rss_mb"] > 100
+    assert service["samples_per_microbatch"] >= 64 and service["engine_s"] > 0  # its /metrics
+    echo = result["scenarios"]["stream_64"]["echo"]
+    assert echo["samples_per_microbatch"] is None and echo["engine_s"] is None  # no model
     assert result["ready_s"]["main"] > 0
     assert set(result["targets"]) >= {"stream_1", "stream_64", "unary", "offered_500", "ready"}
     assert result["targets"]["stream_64"]["pass"] in (True, False)

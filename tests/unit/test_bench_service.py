@@ -4,13 +4,15 @@ import os
 
 import grpc
 import numpy as np
+import prometheus_client
 import pytest
 
 from service.api import hebbian_pb2 as pb
 from service.bench import load
 from service.bench.echo import start_echo
-from service.bench.procs import usage
+from service.bench.procs import MicroBatches, free_port, micro_batches, usage
 from service.bench.service import SCENARIOS, evaluate_targets, format_table
+from service.server.metrics import ServerMetrics
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +56,28 @@ def test_usage_reads_cpu_and_peak_rss_from_proc():
     assert usage(None) is None
 
 
+def test_micro_batches_adds_up_every_model_from_a_real_metrics_endpoint():
+    metrics = ServerMetrics()
+    metrics.model("a").observe_batch(8, 8, 0, 0, 0.25)
+    metrics.model("a").observe_batch(2, 1, 1, 0, 0.5)
+    metrics.model("b").observe_batch(6, 6, 0, 0, 0.25)
+    server, thread = prometheus_client.start_http_server(
+        0, addr="127.0.0.1", registry=metrics.registry
+    )
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        assert micro_batches(url) == MicroBatches(count=3, samples=16, engine_seconds=1.0)
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert micro_batches(None) is None
+    assert micro_batches(f"http://127.0.0.1:{free_port()}/metrics") is None  # nobody there
+
+
 def _figures(samples: float, p50: float = 1.0, p99: float = 2.0) -> dict:
     return {"samples_per_s": samples, "messages_per_s": samples, "p50_ms": p50, "p99_ms": p99,
             "server_cpu_s": 1.0, "server_cpu_us_per_msg": 100.0, "server_peak_rss_mb": 500.0,
-            "client_cpu_s": 1.0}
+            "client_cpu_s": 1.0, "samples_per_microbatch": 12.5, "engine_s": 0.25}
 
 
 def test_targets_and_table_from_a_result():
@@ -85,3 +105,4 @@ def test_targets_and_table_from_a_result():
     table = format_table(result)
     assert "[FAIL] 64 samples/msg raw" in table and "[PASS] unary" in table
     assert "note: a note" in table and "0.90x" in table
+    assert "   12.5     0.25" in table  # micro-batch columns
