@@ -11,43 +11,17 @@ ready fails with the tail of that log.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+# One implementation of these, shared with the benchmark's server processes; the tests
+# import them from here.
+from service.bench.procs import free_port, health_status, hebbian_command, stop_process
 
-BIN_DIR = Path(sys.executable).parent
+__all__ = ["ServerProcess", "free_port", "health_status", "hebbian_command"]
+
 READY_TIMEOUT_S = 180.0
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def hebbian_command() -> list[str]:
-    """The installed `hebbian` console script (or `python -m service.cli` without it)."""
-    script = shutil.which("hebbian", path=str(BIN_DIR))
-    return [script] if script else [sys.executable, "-m", "service.cli"]
-
-
-def health_status(target: str, service: str, timeout: float = 2.0) -> str:
-    """grpc.health.v1 Check of `service` as a status name, or the error code's name."""
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-        except grpc.RpcError as error:
-            return error.code().name
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
 class ServerProcess:
@@ -105,14 +79,7 @@ class ServerProcess:
         """Sends SIGTERM and waits for the exit; returns (and keeps) the exit code."""
         if self.process is None:
             raise RuntimeError("the server was not started")
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.returncode = self.process.returncode
+        self.returncode = stop_process(self.process, timeout)
         return self.returncode
 
     def log_tail(self, chars: int = 4000) -> str:

@@ -102,16 +102,33 @@ def hebbian_command() -> list[str]:
     return [script] if script else [sys.executable, "-m", "service.cli"]
 
 
-def readiness(target: str, timeout: float = 1.0) -> str:
-    """The grpc.health.v1 status of "readiness" at `target`, or the error code's name."""
+def health_status(target: str, service: str, timeout: float = 2.0) -> str:
+    """grpc.health.v1 Check of `service` at `target` (plaintext) as a status name, or the
+    error code's name."""
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            request = health_pb2.HealthCheckRequest(service="readiness")
-            response = stub.Check(request, timeout=timeout)
+            response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError as error:
             return error.code().name
     return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def readiness(target: str, timeout: float = 1.0) -> str:
+    """The grpc.health.v1 status of "readiness" at `target`, or the error code's name."""
+    return health_status(target, "readiness", timeout)
+
+
+def stop_process(process: subprocess.Popen, timeout: float) -> int:
+    """SIGTERM, wait up to `timeout` seconds, SIGKILL if still running; the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def serve_flags() -> str:
@@ -169,14 +186,7 @@ class _Child:
         """SIGTERM, wait, kill if needed; returns the exit code (None if never started)."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, timeout)
 
     def __enter__(self):
         return self.start()
