@@ -2,7 +2,8 @@
 
     hebbian serve [--host H] [--port P] [--metrics-port M] [--data-dir D] [--config F]
     hebbian bench [service] [...]      (service vs a bare gRPC echo server)
-    hebbian bench engine [...]
+    hebbian bench engine [...]         (the engine alone)
+    hebbian bench pipeline [...]       (the service's own cost per message, without gRPC)
     hebbian [--target HOST:PORT] [--timeout S] models list|create|get|delete ...
     hebbian process (--values 1,2,... | --file samples.csv | < samples.csv)
     hebbian stream (--synthetic | --file samples.csv | < samples.csv) [--batch N] [--count N]
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "bench", add_help=False,
         help="benchmarks: `hebbian bench [service]` runs the service against a bare gRPC "
-        "echo server, `hebbian bench engine` the engine alone (each with --help)",
+        "echo server, `hebbian bench engine` the engine alone, `hebbian bench pipeline` the "
+        "service without gRPC (each with --help)",
     )
 
     client = argparse.ArgumentParser(add_help=False)
@@ -232,11 +234,15 @@ def _serve(rest: list[str]) -> int:
 
 
 def _bench(rest: list[str]) -> int:
-    """`bench engine ...` -> the engine benchmark; `bench [service] ...` -> the service one."""
+    """`bench engine|pipeline ...` -> those benchmarks; `bench [service] ...` -> the service one."""
     if rest[:1] == ["engine"]:
         from service.bench.engine import main as bench_engine
 
         return bench_engine(rest[1:])
+    if rest[:1] == ["pipeline"]:
+        from service.bench.pipeline import main as bench_pipeline
+
+        return bench_pipeline(rest[1:])
     from service.bench.service import main as bench_service
 
     return bench_service(rest[1:] if rest[:1] == ["service"] else rest)

@@ -61,3 +61,10 @@ def test_bench_against_a_running_server(hebbian_server):
         check_scenario(result, key, 1)
     assert result["scenarios"]["unary"]["service"]["server_cpu_s"] is None  # no pid given
     assert result["startup"] is None
+
+
+def test_bench_pipeline_runs_the_servicer_without_grpc():
+    result = bench("pipeline", "--messages", "300", "--samples-per-message", "4",
+                   "--repeats", "1", "--json")
+    assert result["samples_per_message"] == 4 and len(result["runs"]) == 1
+    assert result["messages_per_s"] > 0 and result["cpu_us_per_msg"] > 0
