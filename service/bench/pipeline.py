@@ -29,7 +29,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-INPUT_DIM, UNITS, RULE = 256, 64, "oja"
+from service.bench.service import INPUT_DIM, RULE, UNITS  # the same model as `hebbian bench`
 
 
 class _Context:
