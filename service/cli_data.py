@@ -74,7 +74,7 @@ def export_model(client: Any, name: str, out: Path) -> int:
             )
         arrays[f"layer{index}.step"] = np.array(layer.step, np.int64)
     stack.load_state_arrays(arrays)
-    stack.model.save(out)
+    stack.keras_model().save(out)
     print(f"model {model.name}: snapshot {snapshot.snapshot.snapshot_id} at step "
           f"{snapshot.snapshot.step} written to {out}")
     return 0

@@ -147,7 +147,8 @@ def config_to_proto(config: Any) -> hebbian_pb2.ModelConfig:
         config = config.to_dict()
     if not isinstance(config, Mapping) or "input_dim" not in config or "layers" not in config:
         raise ValueError("a model config needs input_dim and layers")
-    proto = hebbian_pb2.ModelConfig(input_dim=int(config["input_dim"]))
+    proto = hebbian_pb2.ModelConfig(input_dim=int(config["input_dim"]),
+                                    engine=config.get("engine") or "")
     for index, layer in enumerate(config["layers"]):
         message = proto.layers.add()
         for key, value in dict(layer).items():
@@ -171,7 +172,10 @@ def config_from_proto(proto: hebbian_pb2.ModelConfig) -> dict:
             elif value:
                 layer[name] = value
         layers.append(layer)
-    return {"input_dim": int(proto.input_dim), "layers": layers}
+    config = {"input_dim": int(proto.input_dim), "layers": layers}
+    if proto.engine:
+        config["engine"] = proto.engine
+    return config
 
 
 class HebbianClient:

@@ -108,12 +108,14 @@ class LayerConfig(_message.Message):
     def __init__(self, units: _Optional[int] = ..., rule: _Optional[str] = ..., learning_rate: _Optional[float] = ..., decay_steps: _Optional[float] = ..., lateral: _Optional[str] = ..., lateral_strength: _Optional[float] = ..., lateral_learning_rate: _Optional[float] = ..., connectivity: _Optional[str] = ..., connectivity_prob: _Optional[float] = ..., activation: _Optional[str] = ..., stabilizer: _Optional[str] = ..., norm_target: _Optional[float] = ..., weight_bound: _Optional[float] = ..., bcm_threshold_rate: _Optional[float] = ..., seed: _Optional[int] = ..., granularity: _Optional[str] = ...) -> None: ...
 
 class ModelConfig(_message.Message):
-    __slots__ = ("input_dim", "layers")
+    __slots__ = ("input_dim", "layers", "engine")
     INPUT_DIM_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     input_dim: int
     layers: _containers.RepeatedCompositeFieldContainer[LayerConfig]
-    def __init__(self, input_dim: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerConfig, _Mapping]]] = ...) -> None: ...
+    engine: str
+    def __init__(self, input_dim: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerConfig, _Mapping]]] = ..., engine: _Optional[str] = ...) -> None: ...
 
 class LayerStats(_message.Message):
     __slots__ = ("kernel_norm", "lateral_norm", "orthonormality_error", "weight_drift_per_minute", "reconstruction_error", "explained_variance")

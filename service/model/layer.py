@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from service.model import dynamics
-from service.model.params import HebbianParams
-from service.model.rules import HebbianState, normalize_columns
+from service.model.layer_state import HebbianState, initial_state
+from service.model.params import check_seed, layer_from_config
 
 _STATE_FIELDS = HebbianState._fields
 
@@ -84,37 +84,20 @@ class Hebbian(keras.layers.Layer):
     ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if output_dim is not None:
-            if units is not None and units != output_dim:
-                raise ValueError(
-                    f"units and output_dim are the same setting; got units={units!r}, "
-                    f"output_dim={output_dim!r}"
-                )
-            units = output_dim
-        if units is None:
-            raise ValueError("units is required: the number of output neurons, an integer >= 1")
-        self.params = HebbianParams(
-            units=units,
-            rule=rule,
-            learning_rate=learning_rate,
-            decay_steps=decay_steps,
-            lateral=lateral or "none",
-            lateral_strength=lateral_strength,
-            lateral_learning_rate=lateral_learning_rate,
-            connectivity=connectivity,
-            connectivity_prob=connectivity_prob,
-            activation=activation,
-            stabilizer=stabilizer,
-            norm_target=norm_target,
-            weight_bound=weight_bound,
-            bcm_threshold_rate=bcm_threshold_rate,
-            granularity=granularity,
-        )
+        self.params, _ = layer_from_config({
+            "units": units, "output_dim": output_dim, "rule": rule,
+            "learning_rate": learning_rate, "decay_steps": decay_steps, "lateral": lateral,
+            "lateral_strength": lateral_strength,
+            "lateral_learning_rate": lateral_learning_rate, "connectivity": connectivity,
+            "connectivity_prob": connectivity_prob, "activation": activation,
+            "stabilizer": stabilizer, "norm_target": norm_target,
+            "weight_bound": weight_bound, "bcm_threshold_rate": bcm_threshold_rate,
+            "granularity": granularity,
+        })
+        units = self.params.units
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31 - 1))
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         # A variable, not a Python bool, so that flipping the switch also reaches
         # functions Keras already traced (model.predict's cached predict_function).
         self._learning = tf.Variable(bool(learning), trainable=False, name="learning")
@@ -235,38 +218,3 @@ class Hebbian(keras.layers.Layer):
             tf.debugging.assert_all_finite(
                 x, f"layer {self.name!r} expects finite input values; got NaN or Inf"
             )
-
-
-def initial_state(params: HebbianParams, seed: int) -> HebbianState:
-    """The seeded initial state of a built layer, as numpy arrays.
-
-    The mask and the kernel come from one numpy generator, so they depend on the
-    seed alone (not on TensorFlow's random state or op order).
-    """
-    if params.input_dim is None:
-        raise ValueError("initial_state needs params with input_dim set")
-    shape = (params.input_dim, params.units)
-    rng = np.random.default_rng(seed)
-    if params.connectivity == "all":
-        mask = np.ones(shape, np.float32)
-    elif params.connectivity == "random":
-        mask = (rng.random(shape) < params.connectivity_prob).astype(np.float32)
-    else:
-        mask = np.zeros(shape, np.float32)
-    kernel = rng.normal(0.0, 1.0 / np.sqrt(params.input_dim), shape)
-    if params.rule == "bcm":
-        # BCM synapses start excitatory: a unit whose responses start negative is pulled
-        # into the non-selective zero-response fixed point and never leaves it.
-        kernel = np.abs(kernel)
-    kernel = (kernel * mask).astype(np.float32)
-    if params.rule == "hebb" and params.stabilizer == "normalize":
-        kernel = normalize_columns(tf.constant(kernel), params.norm_target).numpy()
-    elif params.rule == "hebb":
-        kernel = np.clip(kernel, -params.weight_bound, params.weight_bound)
-    off_diagonal = 1.0 - np.eye(params.units, dtype=np.float32)
-    if params.lateral == "inhibition":
-        lateral = -params.lateral_strength * off_diagonal
-    else:
-        lateral = np.zeros((params.units, params.units), np.float32)
-    theta = np.zeros((params.units,), np.float32)
-    return HebbianState(kernel, lateral.astype(np.float32), mask, theta, np.array(0, np.int64))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 RULES = ("hebb", "oja", "oja_subspace", "sanger", "bcm")
 LATERAL_MODES = ("none", "inhibition", "anti_hebbian")
@@ -85,3 +88,42 @@ class HebbianParams:
         out = asdict(self)
         out.pop("input_dim")
         return out
+
+
+# Keys of a layer's config that are not `HebbianParams` fields: the seed, the Keras
+# layer's `learning` switch and `output_dim` (the seed question's name for `units`).
+_LAYER_EXTRAS = ("seed", "learning", "output_dim")
+LAYER_KEYS = tuple(name for name in HebbianParams.__dataclass_fields__ if name != "input_dim")
+
+
+def layer_from_config(spec: Mapping) -> tuple[HebbianParams, int | None]:
+    """The params and seed of one layer config (the `Hebbian` layer's arguments).
+
+    Raises:
+      ValueError: an unknown key or a bad value, named.
+    """
+    unknown = set(spec) - set(LAYER_KEYS) - set(_LAYER_EXTRAS)
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)}")
+    kwargs = {key: spec[key] for key in LAYER_KEYS if key in spec}
+    if spec.get("output_dim") is not None:
+        if kwargs.get("units") is not None and kwargs["units"] != spec["output_dim"]:
+            raise ValueError(
+                f"units and output_dim are the same setting; got units={kwargs['units']!r}, "
+                f"output_dim={spec['output_dim']!r}"
+            )
+        kwargs["units"] = spec["output_dim"]
+    if kwargs.get("units") is None:
+        raise ValueError("units is required: the number of output neurons, an integer >= 1")
+    if kwargs.get("lateral") is None:
+        kwargs.pop("lateral", None)
+    return HebbianParams(**kwargs), check_seed(spec.get("seed"))
+
+
+def check_seed(seed) -> int | None:
+    """`seed` as an int (None stays None); raises ValueError for anything else."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
+    return int(seed)

@@ -35,8 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.model import dynamics
-from service.model.rules import HebbianState
+from service.model.native_engine import NativeEngine
 from service.model.stack import HebbianStack
 
 NAN = float("nan")
@@ -112,7 +111,8 @@ class QualityTracker:
             )
         if window <= 0 or snapshot_interval <= 0 or min_drift_age <= 0 or min_interval < 0:
             raise ValueError("window, snapshot_interval and min_drift_age must be > 0")
-        self._layers = tuple(stack.layers)
+        self._stack = stack
+        self._params = stack.params
         self._clock = clock
         self._max_samples = int(max_samples)
         self._min_interval = float(min_interval)
@@ -132,8 +132,8 @@ class QualityTracker:
         kernels = self._read_kernels()
         now = self._clock()
         with self._lock:
-            self._residual_ema = [NAN] * len(self._layers)
-            self._energy_ema = [NAN] * len(self._layers)
+            self._residual_ema = [NAN] * len(self._params)
+            self._energy_ema = [NAN] * len(self._params)
             self._ring: list[tuple[float, list[np.ndarray]]] = [(now, kernels)]
 
     def observe(self, samples: np.ndarray) -> None:
@@ -154,19 +154,19 @@ class QualityTracker:
             x = x[np.linspace(0, x.shape[0] - 1, self._max_samples).astype(np.int64)]
         x = x[np.isfinite(x).all(axis=1)]
         count = len(x)
-        step = int(self._layers[0].step.numpy())
+        states = self._stack.layer_states()
+        step = int(states[0].step)
         if step < self._last_step:  # the weights were reset or restored behind our back
             self.reset()
         self._last_step = step
         kernels, residuals, energies = [], [], []
-        for layer in self._layers:
-            kernel = np.array(layer.kernel.numpy())
-            kernels.append(kernel)
-            residual, energy = reconstruction_residuals(kernel, x)
+        for index, (params, state) in enumerate(zip(self._params, states, strict=True)):
+            kernels.append(state.kernel)
+            residual, energy = reconstruction_residuals(state.kernel, x)
             residuals.append(float(np.mean(residual)) if count else NAN)
             energies.append(float(np.mean(energy)) if count else NAN)
-            if layer is not self._layers[-1] and count:
-                x = self._forward(layer, kernel, x)
+            if index < len(states) - 1 and count:
+                x = NativeEngine([params], [state]).process(x, learn=False).activations
         weight = 1.0 - (1.0 - self._ema_rate) ** count if count else 0.0
         with self._lock:
             if weight:
@@ -178,8 +178,9 @@ class QualityTracker:
 
     def layer_stats(self) -> list[LayerStatsValues]:
         """The current measures of every layer, input to output; safe from any thread."""
-        kernels = self._read_kernels()
-        laterals = [np.asarray(layer.lateral.numpy(), np.float64) for layer in self._layers]
+        states = self._stack.layer_states()
+        kernels = [state.kernel for state in states]
+        laterals = [np.asarray(state.lateral, np.float64) for state in states]
         now = self._clock()
         with self._lock:
             residual_ema, energy_ema = list(self._residual_ema), list(self._energy_ema)
@@ -210,14 +211,7 @@ class QualityTracker:
     # -- internals ---------------------------------------------------------------------
 
     def _read_kernels(self) -> list[np.ndarray]:
-        return [np.array(layer.kernel.numpy()) for layer in self._layers]
-
-    @staticmethod
-    def _forward(layer, kernel: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """The layer's activations for `x` with the given kernel (the model's own forward)."""
-        lateral = layer.lateral.numpy()
-        state = HebbianState(kernel, lateral, None, None, None)
-        return np.asarray(dynamics.forward(layer.params, state, x))
+        return [state.kernel for state in self._stack.layer_states()]
 
     def _maybe_snapshot(self, now: float, kernels: list[np.ndarray]) -> None:
         """Append a kernel copy if due and drop copies older than the drift reference.

@@ -12,21 +12,10 @@ unit, as in the literature.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import tensorflow as tf
 
+from service.model.layer_state import HebbianState
 from service.model.params import HebbianParams
-
-
-class HebbianState(NamedTuple):
-    """Full learning state of one layer (every field is saved and restored)."""
-
-    kernel: tf.Tensor  # (input_dim, units) feed-forward weights, zero where mask is 0
-    lateral: tf.Tensor  # (units, units) lateral weights, diagonal exactly 0
-    mask: tf.Tensor  # (input_dim, units) fixed 0/1 connectivity
-    theta: tf.Tensor  # (units,) BCM sliding threshold (kept, unused, by other rules)
-    step: tf.Tensor  # int64 scalar: samples learned so far (schedule position)
 
 
 def _correlation(x: tf.Tensor, y: tf.Tensor, n: tf.Tensor) -> tf.Tensor:

@@ -63,6 +63,8 @@ class ServerConfig:
     port: int = 50051
     metrics_port: int = 9464
     data_dir: Path | None = Path("data")
+    engine_cache_dir: Path | None = None  # None: the user's cache directory
+    engine_prebuilt_cache: Path | None = None  # compiled kernels to start from (an image's)
     fsync: str = "always"
     snapshot_every_samples: int = 100_000
     snapshot_every_seconds: float = 300.0
@@ -122,7 +124,7 @@ def data_dir_path(value: str) -> Path:
 
 
 def file_path(value: str) -> Path:
-    """A file setting (TLS files, the token file): a non-empty path."""
+    """A path setting (TLS files, the token file, cache directories): a non-empty path."""
     if not value:
         raise ValueError("empty path")
     return Path(value)
@@ -141,6 +143,12 @@ SETTINGS = (
     _Setting("data_dir", data_dir_path, "directory for snapshots and the write-ahead log "
              f"({MEMORY_ONLY} keeps models in memory only)",
              expected=f"a directory path or {MEMORY_ONLY}"),
+    _Setting("engine_cache_dir", file_path, "writable directory where the native engine "
+             "keeps its compiled kernels (none: $XDG_CACHE_HOME/hebbian/numba, else "
+             "~/.cache/hebbian/numba)", expected="a directory path"),
+    _Setting("engine_prebuilt_cache", file_path, "read-only directory of compiled kernels "
+             "copied into an empty engine cache at start (the container image's, so that a "
+             "pod starts warm)", expected="a directory path"),
     _Setting("fsync", str.lower, "when the write-ahead log is fsynced: always (before every "
              "answer), everysec, no (the OS decides)", lambda v: v in FSYNC_POLICIES,
              "one of " + ", ".join(FSYNC_POLICIES)),

@@ -218,8 +218,7 @@ class Learner:
 
     def resolved_config(self) -> StackConfig:
         """The model's config with every layer setting spelled out, seeds included."""
-        layers = [{**layer.params.to_dict(), "seed": layer.seed} for layer in self.stack.layers]
-        return StackConfig(self.input_dim, tuple(layers))
+        return self.stack.resolved_config()
 
     def stop(self, timeout: float | None = None, *, final_snapshot: bool = True) -> None:
         """Refuse new work, finish what is queued, snapshot (unless deleting), end the thread."""
@@ -315,15 +314,10 @@ class Learner:
         return wanted
 
     def _compile_buckets(self) -> None:
-        """Warm-up: compile every engine bucket with an inference-only pass (no state change),
-        one bucket at a time so that deleting a model does not wait for all of them."""
+        """Warm-up: compile (or load) everything the engine runs (no state change)."""
         started = time.perf_counter()
-        engine = self.stack.engine
-        for size in engine.buckets:
-            if self._queue.closed:
-                return
-            engine.process(np.zeros((size, self.input_dim), np.float32), learn=False)
-        log.info("model %r warmed up in %.1fs", self.name, time.perf_counter() - started)
+        self.stack.engine.warm_up()
+        log.info("model %r warmed up in %.2fs", self.name, time.perf_counter() - started)
 
     def _apply(self, requests: list[_Request]) -> None:
         requests = self._answer_repeats(requests)

@@ -33,7 +33,7 @@ def config_from_proto(config: pb.ModelConfig) -> dict:
                 # float fields are float32 on the wire: keep their shortest decimal form
                 spec[name] = int(value) if name == "seed" else float(str(np.float32(value)))
         layers.append(spec)
-    return {"input_dim": config.input_dim, "layers": layers}
+    return {"input_dim": config.input_dim, "layers": layers, "engine": config.engine or None}
 
 
 def config_to_proto(config: StackConfig) -> pb.ModelConfig:
@@ -45,7 +45,7 @@ def config_to_proto(config: StackConfig) -> pb.ModelConfig:
             if value is not None and name in pb.LayerConfig.DESCRIPTOR.fields_by_name:
                 setattr(layer, name, value)
         layers.append(layer)
-    return pb.ModelConfig(input_dim=int(config.input_dim), layers=layers)
+    return pb.ModelConfig(input_dim=int(config.input_dim), layers=layers, engine=config.engine)
 
 
 def model_to_proto(status: ModelStatus) -> pb.Model:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from grpc_reflection.v1alpha import reflection
 
 from service.api import hebbian_pb2_grpc
+from service.model.native_engine import configure_cache, default_cache_dir
 from service.server import security, transport
 from service.server.config import ConfigError, ServerConfig
 from service.server.errors import ServiceError
@@ -162,6 +163,12 @@ class HebbianServer:
             log.info("data directory %s, fsync %s", self.config.data_dir, self.config.fsync)
         else:
             log.warning("no data directory: models are kept in memory only and lost on exit")
+        cache = self.config.engine_cache_dir or default_cache_dir()
+        try:
+            configure_cache(cache, self.config.engine_prebuilt_cache)
+        except OSError as err:
+            self._release()
+            raise StartupError(f"cannot use engine cache directory {cache}: {err}") from None
         try:
             return self.registry.open(self.config.models)
         except ServiceError as err:

@@ -183,7 +183,7 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
         info, arrays = _result(learner.snapshot())
         layers = []
         if request.include_weights:
-            for index in range(len(learner.stack.layers)):
+            for index in range(len(learner.stack.params)):
                 state = {field: arrays[f"layer{index}.{field}"]
                          for field in ("kernel", "lateral", "mask", "theta")}
                 layers.append(pb.LayerState(

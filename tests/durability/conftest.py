@@ -72,7 +72,7 @@ class Replayer:
                 raise AssertionError(f"unexpected record {record}")
             self.last_seq = record.seq
         wal.close()
-        return self.stack.layers[0].kernel.numpy(), self.stack.engine.step
+        return self.stack.layer_states()[0].kernel, self.stack.engine.step
 
 
 class Sensor(threading.Thread):

@@ -39,7 +39,9 @@ def test_export_snapshot_restore_and_check_data(tmp_path):
         out = tmp_path / "default.keras"
         exported = hebbian("export", "--out", str(out), target=server.target)
         assert exported.returncode == 0, exported.stderr
-        model = keras.models.load_model(out)
+        from service.model import Hebbian  # registers the layer class with Keras
+
+        model = keras.models.load_model(out, custom_objects={"Hebbian": Hebbian})
         assert int(model.layers[0].step.numpy()) == 250
         assert np.array_equal(model.layers[0].kernel.numpy(), live_kernel(stub))
         # the exported model keeps learning like the server does

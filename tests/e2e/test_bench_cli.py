@@ -68,3 +68,18 @@ def test_bench_pipeline_runs_the_servicer_without_grpc():
                    "--repeats", "1", "--json")
     assert result["samples_per_message"] == 4 and len(result["runs"]) == 1
     assert result["messages_per_s"] > 0 and result["cpu_us_per_msg"] > 0
+
+
+def test_bench_engine_runs_both_engines_side_by_side():
+    done = subprocess.run(
+        [*hebbian_command(), "bench", "engine", "--rules", "oja", "--shapes", "16x4",
+         "--samples", "2048", "--batch1-samples", "20", "--repeats", "1", "--json"],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    (model,) = result["models"].values()
+    assert set(model["samples_per_s"]) == {"native_1", "xla_1", "native_1024", "xla_1024"}
+    assert all(rate > 0 for rate in model["samples_per_s"].values())
+    assert model["bounds"]["bandwidth_share"] > 0 and model["bounds"]["flop_share"] > 0
+    assert result["memory"]["native_imports_tensorflow"] is False
+    assert len(result["targets"]) == 4

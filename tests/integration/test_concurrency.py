@@ -59,8 +59,8 @@ def test_a_streams_activations_equal_a_per_sample_numpy_reference(hebbian_server
                                                                   make_model, rule):
     samples, _, _ = gaussian_data(n=1000, seed=3)
     name = make_model(input_dim=samples.shape[1], units=3, rule=rule, learning_rate=0.005)
-    layer = hebbian_server.registry.get(name).stack.layers[0]
-    kernel0 = initial_state(layer.params, layer.seed).kernel
+    stack = hebbian_server.registry.get(name).stack
+    kernel0 = initial_state(stack.params[0], stack.seeds[0]).kernel
     sizes = np.random.default_rng(4).integers(1, 8, size=400)
     bounds = np.cumsum(sizes)
     chunks = np.split(samples, bounds[bounds < len(samples)])

@@ -106,6 +106,7 @@ def test_an_invalid_model_in_the_config_file_exits_2_before_listening(tmp_path):
 
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("hebbian serve: error: invalid config for model 'default': rule")
+    assert last.startswith(
+        "hebbian serve: error: invalid config for model 'default': layer 0: rule")
     assert "magic" in last
     assert "Traceback" not in result.stderr

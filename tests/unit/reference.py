@@ -58,3 +58,63 @@ def numpy_online(kernel, samples, rule, eta0=1e-3, tau=0.0, lateral=None, alpha0
             L = L - alpha * np.outer(y, y)
             np.fill_diagonal(L, 0.0)
     return W, L, theta, np.array(ys)
+
+
+ACTIVATION_FUNCTIONS = {
+    "linear": lambda h: h,
+    "relu": lambda h: np.maximum(h, 0.0),
+    "tanh": np.tanh,
+    "sigmoid": lambda h: 1.0 / (1.0 + np.exp(-h)),
+}
+
+
+def numpy_layer_online(kernel, samples, rule, *, eta0=1e-3, tau=0.0, lateral=None, alpha0=0.0,
+                       theta_rate=0.01, norm_target=1.0, stabilizer="normalize",
+                       weight_bound=1.0, activation="linear", mask=None,
+                       granularity="per_sample", call_size=None):
+    """Every option of one layer, per sample (or one mean update per `call_size` samples
+    for granularity "batch_mean"), in float64; returns (W, L, theta, activations).
+
+    `lateral` is the initial lateral matrix (fixed unless `alpha0` > 0); `mask` the
+    (input_dim, units) connectivity mask.
+    """
+    W = np.array(kernel, np.float64).T.copy()
+    units = W.shape[0]
+    L = np.zeros((units, units)) if lateral is None else np.array(lateral, np.float64)
+    M = np.ones_like(W) if mask is None else np.array(mask, np.float64).T
+    theta = np.zeros(units)
+    f = ACTIVATION_FUNCTIONS[activation]
+    samples = np.asarray(samples, np.float64)
+    size = 1 if granularity == "per_sample" else (call_size or len(samples))
+    ys, t = [], 0
+    for start in range(0, len(samples), size):
+        X = samples[start:start + size]
+        scale = 1.0 + t / tau if tau else 1.0
+        eta, alpha = eta0 / scale, alpha0 / scale
+        Y = np.array([f(W @ x) for x in X])
+        Y = Y + Y @ L
+        ys.extend(Y)
+        dW = np.zeros_like(W)
+        for x, y in zip(X, Y, strict=True):
+            if rule == "oja":
+                dW += np.outer(y, x) - (y**2)[:, None] * W
+            elif rule == "oja_subspace":
+                dW += np.outer(y, x) - np.outer(y, y) @ W
+            elif rule == "sanger":
+                dW += np.outer(y, x) - np.tril(np.outer(y, y)) @ W
+            elif rule in ("hebb", "bcm"):
+                dW += np.outer(y * (y - theta) if rule == "bcm" else y, x)
+        n = len(X)
+        W = (W + eta * dW / n) * M
+        if rule == "hebb" and stabilizer == "normalize":
+            norms = np.linalg.norm(W, axis=1, keepdims=True)
+            W = np.divide(norm_target * W, norms, out=np.zeros_like(W), where=norms != 0)
+        elif rule == "hebb":
+            W = np.clip(W, -weight_bound, weight_bound)
+        if rule == "bcm":
+            theta = theta + theta_rate * ((Y**2).mean(axis=0) - theta)
+        if alpha0:
+            L = L - alpha * (Y.T @ Y) / n
+            np.fill_diagonal(L, 0.0)
+        t += n
+    return W, L, theta, np.array(ys)

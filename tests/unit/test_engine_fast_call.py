@@ -1,25 +1,25 @@
-"""The engine's direct call of its compiled buckets: same results as the public call path."""
+"""The XLA engine's direct call of its compiled buckets: same results as the public call path."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from service.model import Engine, Hebbian
+from service.model import Hebbian, XlaEngine
 
 RNG = np.random.default_rng(7)
 X = RNG.normal(size=(300, 24)).astype(np.float32)
 
 
-def make_engine(**kwargs) -> Engine:
+def make_engine(**kwargs) -> XlaEngine:
     layer = Hebbian(**({"units": 5, "rule": "sanger", "learning_rate": 0.004, "seed": 3} | kwargs))
     keras.Sequential([keras.Input((24,)), layer])
-    engine = Engine([layer], buckets=(1, 8, 64))  # few buckets: quick to compile
+    engine = XlaEngine([layer], buckets=(1, 8, 64))  # few buckets: quick to compile
     engine.warm_up()
     return engine
 
 
-def public_path_only(engine: Engine) -> Engine:
+def public_path_only(engine: XlaEngine) -> XlaEngine:
     for call in engine._compiled.values():
         call._fast = None
     return engine

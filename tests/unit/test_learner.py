@@ -150,7 +150,7 @@ def test_a_failed_log_write_fails_the_requests_and_leaves_the_model_untouched(
     learner = Learner("m", stack, store=store, metrics=ServerMetrics().model("m"),
                       max_batch=64, max_queued_samples=1000, warm_up=False)
     learner.recover()
-    before = stack.layers[0].kernel.numpy().copy()
+    before = stack.layer_states()[0].kernel
 
     def full_disk(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -164,7 +164,7 @@ def test_a_failed_log_write_fails_the_requests_and_leaves_the_model_untouched(
     assert info.value.code.name == "UNAVAILABLE"
     assert len(failures) == 1
     assert stack.engine.step == 0
-    np.testing.assert_array_equal(stack.layers[0].kernel.numpy(), before)
+    np.testing.assert_array_equal(stack.layer_states()[0].kernel, before)
 
 
 def test_a_repeated_request_id_gets_the_first_answer_and_is_applied_once(data_dir):

@@ -26,8 +26,16 @@ def make_stack(input_dim: int, *layers: dict) -> HebbianStack:
     return HebbianStack(StackConfig(input_dim, tuple(layers)))
 
 
+def set_state(stack: HebbianStack, index: int, **fields) -> None:
+    arrays = stack.state_arrays()
+    for field, value in fields.items():
+        key = f"layer{index}.{field}"
+        arrays[key] = np.asarray(value, arrays[key].dtype)
+    stack.load_state_arrays(arrays)
+
+
 def set_kernel(stack: HebbianStack, index: int, kernel: np.ndarray) -> None:
-    stack.layers[index].kernel.assign(np.asarray(kernel, np.float32))
+    set_state(stack, index, kernel=kernel)
 
 
 def pca_data(rng: np.random.Generator, variances: np.ndarray, n: int):
@@ -134,7 +142,7 @@ def test_observe_is_rate_limited():
 def test_drift_compares_with_the_kernel_of_one_minute_ago():
     rng = np.random.default_rng(6)
     stack = make_stack(5, dict(units=3, rule="sanger"))
-    k0 = stack.layers[0].kernel.numpy().astype(np.float64)
+    k0 = stack.layer_states()[0].kernel.astype(np.float64)
     k1 = rng.normal(size=(5, 3)).astype(np.float32).astype(np.float64)
     change = np.linalg.norm(k1 - k0) / np.linalg.norm(k1)
     clock = FakeClock()
@@ -162,7 +170,7 @@ def test_history_is_forgotten_when_the_step_goes_back():
     stack = make_stack(4, dict(units=2, rule="sanger"))
     clock = FakeClock()
     tracker = QualityTracker(stack, clock)
-    stack.layers[0].step.assign(500)
+    set_state(stack, 0, step=500)
     tracker.observe(rng.normal(size=(8, 4)).astype(np.float32))
     stack.reset(seed=11)  # step back to 0, new kernel
     clock.now += 10.0

@@ -1,0 +1,446 @@
+"""The native engine's compiled kernels: a whole stack's online maths in numba.
+
+Every model of every size goes through the same two functions, compiled once for one
+signature (and cached on disk): a stack is described by flat buffers and a small table of
+per-layer offsets and codes, not by Python objects. The GIL is released while they run.
+
+Layout (built by `service.model.native_engine`): ``weights`` holds two copies (rows 0 and
+1) of every layer's kernel, lateral weights and BCM threshold, at the offsets of the
+``layout`` table; ``counters`` holds the live row, then each layer's step. A learning
+sample reads the live row and writes the other, which becomes live: no copy and no
+allocation per sample. Fields a layer never updates (lateral weights without
+``anti_hebbian``, the threshold without ``bcm``) hold the same values in both rows. The
+``scratch`` buffer holds the current sample and every layer's output (``X_OFF``/``Y_OFF``),
+then work space.
+
+The non-finite guard, exactly: a sample whose update would make any weight of the stack
+non-finite is applied to no layer. Checking every new weight costs more than half the
+update, so the check is left to the next forward pass, which reads every kernel and
+lateral weight: with finite inputs, a non-finite weight makes the products that read it
+non-finite (x * Inf and 0 * Inf are not finite). When a forward pass sees a non-finite
+product, or the call ends, the weights written last are checked in full, and a refused
+update is undone by making the previous row live again (the threshold, which no product
+reads, is checked as it is written). The results are those of checking every update,
+bit for bit.
+
+Kernels are (input_dim, units), row-major: inner loops run over units, contiguous, so they
+vectorise without reassociating a sum (no fastmath); the one reduction over units
+(``oja_subspace``) uses a fixed split into eight partial sums. Results do not depend on
+how samples are grouped into calls. Indices are unsigned, so that no index needs a
+negative-index check. Each rule is the formula of `service.model.rules` for one sample
+(W = kernel^T, one row per unit); ``batch_mean`` takes the mean of the per-sample
+updates at the call's starting state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+
+# Columns of the per-layer table `layout` (int64) ...
+(IN, UNITS, K_OFF, L_OFF, T_OFF, X_OFF, Y_OFF, RULE, LATERAL, ACTIVATION, STABILIZER,
+ MASKED) = range(12)
+LAYOUT_COLUMNS = 12
+# ... and of the hyper-parameter table `rates` (float32).
+RATE, DECAY_STEPS, LATERAL_RATE, NORM_TARGET, WEIGHT_BOUND, THRESHOLD_RATE = range(6)
+RATE_COLUMNS = 6
+LIVE = 0  # counters[LIVE] is the live row of `weights`; counters[1 + layer] its step
+
+# Codes of the table's categorical columns, in `service.model.params` order.
+HEBB, OJA, OJA_SUBSPACE, SANGER, BCM = range(5)
+LATERAL_NONE, LATERAL_INHIBITION, LATERAL_ANTI_HEBBIAN = range(3)
+LINEAR, RELU, TANH, SIGMOID = range(4)
+NORMALIZE, CLIP = range(2)
+
+_ONE = np.float32(1.0)
+_ZERO = np.float32(0.0)
+
+
+def _array(dtype, ndim: int, readonly: bool = False) -> types.Array:
+    return types.Array(dtype, ndim, "C", readonly=readonly)
+
+
+# samples and learn flags are read-only, so that buffers decoded from the wire need no copy
+_SIGNATURE = types.void(
+    _array(types.float32, 2, readonly=True),  # samples
+    _array(types.boolean, 1, readonly=True),  # learn
+    _array(types.int64, 2),  # layout
+    _array(types.float32, 2),  # rates
+    _array(types.float32, 2),  # weights
+    _array(types.float32, 1),  # masks
+    _array(types.int64, 1),  # counters
+    _array(types.float32, 2),  # outputs
+    _array(types.boolean, 1),  # skipped
+    _array(types.float32, 1),  # scratch
+)
+_OPTIONS = {"nogil": True, "cache": True, "error_model": "numpy", "boundscheck": False}
+
+
+@njit(inline="always")
+def _at(layout, layer, column):
+    """A layout entry as an unsigned index."""
+    return np.uint64(layout[layer, column])
+
+
+@njit(inline="always")
+def _not_finite(value):
+    """1 for Inf or NaN, else 0 (an integer, so that OR-ing it over a loop vectorises)."""
+    return value - value != _ZERO
+
+
+@njit(inline="always")
+def _rates(rates, counters, layer):
+    """Feed-forward and lateral rates at the layer's step: rate0 / (1 + step / decay_steps)."""
+    decay = _ONE
+    if rates[layer, DECAY_STEPS] > _ZERO:
+        decay = _ONE + np.float32(counters[1 + layer]) / rates[layer, DECAY_STEPS]
+    return rates[layer, RATE] / decay, rates[layer, LATERAL_RATE] / decay
+
+
+@njit(inline="always")
+def _activate(code, h):
+    if code == RELU:
+        return h if h > _ZERO else _ZERO
+    if code == TANH:
+        return np.tanh(h)
+    if code == SIGMOID:
+        return _ONE / (_ONE + np.exp(-h))
+    return h
+
+
+@njit(inline="always")
+def _forward(layout, layer, w, acts, h):
+    """The layer's output y + y L, y = f(x K), from its input in `acts` into `acts`, with
+    one row `w` of the weights; nonzero if a product it computed is not finite."""
+    d, u = _at(layout, layer, IN), _at(layout, layer, UNITS)
+    k0, xo, yo = _at(layout, layer, K_OFF), _at(layout, layer, X_OFF), _at(layout, layer, Y_OFF)
+    for j in range(u):
+        h[j] = _ZERO
+    for i in range(d):
+        xi = acts[xo + i]
+        row = k0 + i * u
+        for j in range(u):
+            h[j] += xi * w[row + j]
+    bad = 0
+    for j in range(u):
+        bad |= _not_finite(h[j])
+    code = layout[layer, ACTIVATION]
+    if code != LINEAR:
+        for j in range(u):
+            h[j] = _activate(code, h[j])
+    if layout[layer, LATERAL] == LATERAL_NONE:
+        for j in range(u):
+            acts[yo + j] = h[j]
+        return bad
+    l0 = _at(layout, layer, L_OFF)
+    for j in range(u):
+        acts[yo + j] = _ZERO
+    for k in range(u):
+        yk = h[k]
+        row = l0 + k * u
+        for j in range(u):
+            acts[yo + j] += yk * w[row + j]
+    for j in range(u):
+        value = h[j] + acts[yo + j]
+        acts[yo + j] = value
+        bad |= _not_finite(value)
+    return bad
+
+
+@njit(inline="always")
+def _forward_stack(layout, sample, w, acts, h):
+    """Every layer's output for one sample into `acts`; nonzero if a product is not finite."""
+    for i in range(sample.shape[0]):
+        acts[i] = sample[i]
+    bad = 0
+    for layer in range(layout.shape[0]):
+        bad |= _forward(layout, layer, w, acts, h)
+    return bad
+
+
+@njit(inline="always")
+def _finish_kernel(layout, rates, layer, dst, masks, norms):
+    """Masked weights of a new kernel back to exactly zero, then plain Hebb's stabiliser."""
+    d, u, k0 = _at(layout, layer, IN), _at(layout, layer, UNITS), _at(layout, layer, K_OFF)
+    end = k0 + d * u
+    if layout[layer, MASKED] != 0:
+        for p in range(k0, end):
+            dst[p] *= masks[p]
+    if layout[layer, RULE] != HEBB:
+        return
+    if layout[layer, STABILIZER] == CLIP:
+        bound = rates[layer, WEIGHT_BOUND]
+        for p in range(k0, end):
+            value = dst[p]
+            if value == value:  # NaN stays NaN (refused); Inf is clipped like any value
+                dst[p] = min(max(value, -bound), bound)
+        return
+    for j in range(u):
+        norms[j] = _ZERO
+    for i in range(d):
+        row = k0 + i * u
+        for j in range(u):
+            norms[j] += dst[row + j] * dst[row + j]
+    target = rates[layer, NORM_TARGET]
+    for j in range(u):
+        norm = np.sqrt(norms[j])
+        norms[j] = target / norm if norm != _ZERO else _ZERO
+    for i in range(d):
+        row = k0 + i * u
+        for j in range(u):
+            dst[row + j] *= norms[j]
+
+
+@njit(inline="always")
+def _update_threshold(layout, rates, layer, src, dst, mean_yy):
+    """BCM threshold -> running mean of y^2; nonzero if a new value is not finite."""
+    t0, u = _at(layout, layer, T_OFF), _at(layout, layer, UNITS)
+    rate, bad = rates[layer, THRESHOLD_RATE], 0
+    for j in range(u):
+        theta = src[t0 + j] + rate * (mean_yy[j] - src[t0 + j])
+        dst[t0 + j] = theta
+        bad |= _not_finite(theta)
+    return bad
+
+
+@njit(inline="always")
+def _row_dot(src, row, acts, yo, u):
+    """sum_j src[row + j] * y[j] as eight fixed partial sums (vectorises; deterministic)."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _ZERO
+    eight = np.uint64(8)
+    blocks = u // eight * eight
+    for j in range(np.uint64(0), blocks, eight):
+        s0 += src[row + j] * acts[yo + j]
+        s1 += src[row + j + np.uint64(1)] * acts[yo + j + np.uint64(1)]
+        s2 += src[row + j + np.uint64(2)] * acts[yo + j + np.uint64(2)]
+        s3 += src[row + j + np.uint64(3)] * acts[yo + j + np.uint64(3)]
+        s4 += src[row + j + np.uint64(4)] * acts[yo + j + np.uint64(4)]
+        s5 += src[row + j + np.uint64(5)] * acts[yo + j + np.uint64(5)]
+        s6 += src[row + j + np.uint64(6)] * acts[yo + j + np.uint64(6)]
+        s7 += src[row + j + np.uint64(7)] * acts[yo + j + np.uint64(7)]
+    total = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    for j in range(blocks, u):
+        total += src[row + j] * acts[yo + j]
+    return total
+
+
+@njit(inline="always")
+def _learn_sample(layout, rates, layer, src, dst, masks, counters, acts, factor, norms):
+    """Write one layer's state after one sample into row `dst`; nonzero if the new BCM
+    threshold is not finite (the weights are checked by the next forward pass)."""
+    d, u = _at(layout, layer, IN), _at(layout, layer, UNITS)
+    k0, xo, yo = _at(layout, layer, K_OFF), _at(layout, layer, X_OFF), _at(layout, layer, Y_OFF)
+    t0 = _at(layout, layer, T_OFF)
+    rule = layout[layer, RULE]
+    eta, alpha = _rates(rates, counters, layer)
+    for j in range(u):
+        y = acts[yo + j]
+        factor[j] = y * (y - src[t0 + j]) if rule == BCM else y * y
+    for i in range(d):
+        xi = acts[xo + i]
+        row = k0 + i * u
+        if rule == OJA:
+            for j in range(u):
+                k = src[row + j]
+                dst[row + j] = k + eta * (xi * acts[yo + j] - k * factor[j])
+        elif rule == OJA_SUBSPACE:
+            s = _row_dot(src, row, acts, yo, u)
+            for j in range(u):
+                y = acts[yo + j]
+                dst[row + j] = src[row + j] + eta * (xi * y - s * y)
+        elif rule == SANGER:
+            c = _ZERO
+            for j in range(u):
+                k, y = src[row + j], acts[yo + j]
+                c += k * y
+                dst[row + j] = k + eta * (xi * y - y * c)
+        elif rule == BCM:
+            for j in range(u):
+                dst[row + j] = src[row + j] + eta * (xi * factor[j])
+        else:  # HEBB
+            for j in range(u):
+                dst[row + j] = src[row + j] + eta * (xi * acts[yo + j])
+    _finish_kernel(layout, rates, layer, dst, masks, norms)
+    bad = 0
+    if rule == BCM:
+        for j in range(u):
+            factor[j] = acts[yo + j] * acts[yo + j]
+        bad |= _update_threshold(layout, rates, layer, src, dst, factor)
+    if layout[layer, LATERAL] == LATERAL_ANTI_HEBBIAN:
+        l0 = _at(layout, layer, L_OFF)
+        for k in range(u):
+            yk = alpha * acts[yo + k]
+            row = l0 + k * u
+            for j in range(u):
+                dst[row + j] = src[row + j] - yk * acts[yo + j]
+            dst[row + k] = _ZERO
+    return bad
+
+
+@njit
+def _weights_finite(layout, w):
+    """Whether every kernel and lateral weight of one row is finite (full check)."""
+    bad = 0
+    for layer in range(layout.shape[0]):
+        d, u, k0 = _at(layout, layer, IN), _at(layout, layer, UNITS), _at(layout, layer, K_OFF)
+        end = k0 + d * u
+        if layout[layer, LATERAL] == LATERAL_ANTI_HEBBIAN:
+            end += u * u  # the lateral weights follow the kernel
+        for p in range(k0, end):
+            bad |= _not_finite(w[p])
+    return bad == 0
+
+
+@njit(inline="always")
+def _step_all(counters, layers, delta):
+    for layer in range(layers):
+        counters[1 + layer] += delta
+
+
+@njit(inline="always")
+def _work(layout, scratch):
+    """The views of `scratch`: activations, then three work vectors of the widest layer."""
+    last = layout.shape[0] - 1
+    end = layout[last, Y_OFF] + layout[last, UNITS]
+    widest = 0
+    for layer in range(layout.shape[0]):
+        widest = max(widest, layout[layer, UNITS])
+    acts = scratch[:end]
+    h = scratch[end:end + widest]
+    factor = scratch[end + widest:end + 2 * widest]
+    norms = scratch[end + 2 * widest:end + 3 * widest]
+    return acts, h, factor, norms, layout[last, Y_OFF], end
+
+
+@njit(_SIGNATURE, **_OPTIONS)
+def run_per_sample(samples, learn, layout, rates, weights, masks, counters, outputs, skipped,
+                   scratch):
+    """Apply `samples` to a stack in order: each is answered with the weights as they were
+    when it arrived, then (if its flag is set) its update goes to every layer or, if that
+    would make any weight non-finite, to none (`skipped`)."""
+    layers = layout.shape[0]
+    acts, h, factor, norms, out0, out1 = _work(layout, scratch)
+    rows = (weights[0], weights[1])
+    live = counters[LIVE]
+    unchecked = -1  # the learning sample whose update is live but not yet proven finite
+    for n in range(samples.shape[0]):
+        bad = _forward_stack(layout, samples[n], rows[live], acts, h)
+        if unchecked >= 0 and bad and not _weights_finite(layout, rows[live]):
+            live = 1 - live  # refuse the previous update: its source row is intact
+            _step_all(counters, layers, -1)
+            skipped[unchecked] = True
+            _forward_stack(layout, samples[n], rows[live], acts, h)
+        unchecked = -1
+        outputs[n, :] = acts[out0:out1]
+        if not learn[n]:
+            continue
+        src, dst = rows[live], rows[1 - live]
+        threshold_bad = 0
+        for layer in range(layers):
+            threshold_bad |= _learn_sample(layout, rates, layer, src, dst, masks, counters, acts,
+                                           factor, norms)
+        if threshold_bad:
+            skipped[n] = True
+        else:
+            live = 1 - live
+            _step_all(counters, layers, 1)
+            unchecked = n
+    if unchecked >= 0 and not _weights_finite(layout, rows[live]):
+        live = 1 - live
+        _step_all(counters, layers, -1)
+        skipped[unchecked] = True
+    counters[LIVE] = live
+
+
+@njit
+def _learn_mean(layout, rates, layer, learn, acts, count, src, dst, masks, counters, factor,
+                norms):
+    """One layer's batch-mean update into row `dst` from every sample's activations
+    (`acts`, one row per sample); nonzero if the new BCM threshold is not finite."""
+    d, u = _at(layout, layer, IN), _at(layout, layer, UNITS)
+    k0, xo, yo = _at(layout, layer, K_OFF), _at(layout, layer, X_OFF), _at(layout, layer, Y_OFF)
+    t0 = _at(layout, layer, T_OFF)
+    rule = layout[layer, RULE]
+    eta, alpha = _rates(rates, counters, layer)
+    inv = _ONE / np.float32(count)
+    corr = np.zeros((d, u), np.float32)  # mean x f^T with f = y, or y (y - theta) for BCM
+    yy = np.zeros((u, u), np.float32)  # mean y y^T
+    for n in range(acts.shape[0]):
+        if not learn[n]:
+            continue
+        row = acts[n]
+        for j in range(u):
+            y = row[yo + j]
+            factor[j] = y * (y - src[t0 + j]) if rule == BCM else y
+        for i in range(d):
+            xi = row[xo + i]
+            for j in range(u):
+                corr[i, j] += xi * factor[j]
+        for k in range(u):
+            yk = row[yo + k]
+            for j in range(u):
+                yy[k, j] += yk * row[yo + j]
+    for i in range(d):
+        for j in range(u):
+            corr[i, j] *= inv
+    for k in range(u):
+        for j in range(u):
+            yy[k, j] *= inv
+    for i in range(d):
+        base = k0 + i * u
+        for j in range(u):
+            k = src[base + j]
+            decay = _ZERO
+            if rule == OJA:
+                decay = k * yy[j, j]
+            elif rule in (OJA_SUBSPACE, SANGER):
+                top = u if rule == OJA_SUBSPACE else j + np.uint64(1)
+                for m in range(top):
+                    decay += src[base + m] * yy[m, j]
+            dst[base + j] = k + eta * (corr[i, j] - decay)
+    _finish_kernel(layout, rates, layer, dst, masks, norms)
+    bad = 0
+    if rule == BCM:
+        for j in range(u):
+            factor[j] = yy[j, j]
+        bad |= _update_threshold(layout, rates, layer, src, dst, factor)
+    if layout[layer, LATERAL] == LATERAL_ANTI_HEBBIAN:
+        l0 = _at(layout, layer, L_OFF)
+        for k in range(u):
+            row = l0 + k * u
+            for j in range(u):
+                dst[row + j] = src[row + j] - alpha * yy[k, j]
+            dst[row + k] = _ZERO
+    return bad
+
+
+@njit(_SIGNATURE, **_OPTIONS)
+def run_batch_mean(samples, learn, layout, rates, weights, masks, counters, outputs, skipped,
+                   scratch):
+    """One update per layer for the whole call: the mean of the per-sample updates of the
+    learning samples at the call's starting state (every sample answered with that state);
+    applied to no layer if any new weight would not be finite."""
+    layers = layout.shape[0]
+    _, h, factor, norms, out0, out1 = _work(layout, scratch)
+    n_samples = samples.shape[0]
+    live = counters[LIVE]
+    src, dst = weights[live], weights[1 - live]
+    acts = np.zeros((n_samples, out1), np.float32)
+    count = 0
+    for n in range(n_samples):
+        _forward_stack(layout, samples[n], src, acts[n], h)
+        outputs[n, :] = acts[n, out0:out1]
+        if learn[n]:
+            count += 1
+    if count == 0:
+        return
+    bad = 0
+    for layer in range(layers):
+        bad |= _learn_mean(layout, rates, layer, learn, acts, count, src, dst, masks, counters,
+                           factor, norms)
+    if bad == 0 and _weights_finite(layout, dst):
+        counters[LIVE] = 1 - live
+        _step_all(counters, layers, count)
+    else:
+        for n in range(n_samples):
+            skipped[n] = learn[n]

@@ -1,0 +1,121 @@
+"""The native engine agrees with independent references for every combination of options.
+
+rule x lateral x connectivity x activation x granularity, 2,000 samples each, against a
+plain float64 numpy loop written from the formulas (`tests.unit.reference`); a sample of
+the combinations against the Keras layer too. Then what only the native engine promises:
+one compilation for every shape, the GIL released while it runs.
+"""
+
+import itertools
+import threading
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from service.model import Hebbian, HebbianStack, StackConfig
+from service.model.params import ACTIVATIONS, CONNECTIVITY, GRANULARITIES, LATERAL_MODES, RULES
+from tests.unit.reference import numpy_layer_online
+
+RNG = np.random.default_rng(5)
+X = (RNG.normal(size=(2000, 12)) * 0.5).astype(np.float32)
+CALL = 50  # samples per engine call (the batch_mean unit)
+
+
+def settings(rule, lateral, connectivity, activation, granularity) -> dict:
+    return {
+        "units": 5, "rule": rule, "learning_rate": 0.004, "decay_steps": 800.0,
+        "lateral": lateral, "lateral_learning_rate": 0.002, "lateral_strength": 0.05,
+        "connectivity": connectivity, "connectivity_prob": 0.6, "activation": activation,
+        "granularity": granularity, "stabilizer": "clip" if activation == "tanh" else "normalize",
+        "weight_bound": 0.4, "norm_target": 1.5, "bcm_threshold_rate": 0.05, "seed": 17,
+    }
+
+
+COMBINATIONS = list(itertools.product(RULES, LATERAL_MODES, CONNECTIVITY, ACTIVATIONS,
+                                      GRANULARITIES))
+
+
+@pytest.mark.parametrize(("rule", "lateral", "connectivity", "activation", "granularity"),
+                         COMBINATIONS)
+def test_native_engine_matches_the_numpy_reference(rule, lateral, connectivity, activation,
+                                                   granularity):
+    s = settings(rule, lateral, connectivity, activation, granularity)
+    stack = HebbianStack(StackConfig(12, (s,)))
+    start = stack.layer_states()[0]
+    ys = np.concatenate([stack.engine.process(X[i:i + CALL]).activations
+                         for i in range(0, len(X), CALL)])
+    W, L, theta, expected = numpy_layer_online(
+        start.kernel, X, rule, eta0=s["learning_rate"], tau=s["decay_steps"],
+        lateral=start.lateral, alpha0=s["lateral_learning_rate"] * (lateral == "anti_hebbian"),
+        theta_rate=s["bcm_threshold_rate"], norm_target=s["norm_target"],
+        stabilizer=s["stabilizer"], weight_bound=s["weight_bound"], activation=activation,
+        mask=start.mask, granularity=granularity, call_size=CALL)
+    state = stack.layer_states()[0]
+    assert np.max(np.abs(state.kernel - W.T)) <= 1e-5
+    assert np.max(np.abs(state.lateral - L)) <= 1e-5
+    assert np.max(np.abs(state.theta - theta)) <= 1e-5
+    assert np.max(np.abs(ys - expected)) <= 1e-4
+    assert np.all(state.kernel[state.mask == 0] == 0.0)
+    assert np.all(np.diag(state.lateral) == 0.0)
+    assert int(state.step) == len(X)
+
+
+KERAS_SAMPLE = [c for i, c in enumerate(COMBINATIONS) if i % 9 == 0]
+
+
+@pytest.mark.parametrize(("rule", "lateral", "connectivity", "activation", "granularity"),
+                         KERAS_SAMPLE)
+def test_native_engine_matches_the_keras_layer(rule, lateral, connectivity, activation,
+                                               granularity):
+    s = settings(rule, lateral, connectivity, activation, granularity)
+    stack = HebbianStack(StackConfig(12, (s,)))
+    layer = Hebbian(**s)
+    keras.Sequential([keras.Input((12,)), layer])
+    for i in range(0, 400, CALL):
+        served = stack.engine.process(X[i:i + CALL]).activations
+        np.testing.assert_allclose(layer(X[i:i + CALL]).numpy(), served, atol=1e-5)
+    state = stack.layer_states()[0]
+    for field in ("kernel", "lateral", "mask", "theta"):
+        np.testing.assert_allclose(getattr(layer, field).numpy(), getattr(state, field),
+                                   atol=1e-5, err_msg=field)
+    assert int(layer.step.numpy()) == int(state.step)
+
+
+def test_one_compilation_serves_every_shape():
+    from service.model import native_kernels
+
+    before = {kernel: len(kernel.signatures)
+              for kernel in (native_kernels.run_per_sample, native_kernels.run_batch_mean)}
+    for width, units in [(3, 1), (64, 16), (256, 64), (7, 13)]:
+        stack = HebbianStack(StackConfig(width, ({"units": units}, {"units": 2})))
+        stack.engine.process(np.ones((3, width), np.float32))
+    after = {kernel: len(kernel.signatures) for kernel in before}
+    assert after == before == {kernel: 1 for kernel in before}
+
+
+def test_two_models_learn_at_the_same_time_on_two_threads():
+    """The kernels release the GIL: while one thread is inside the engine, another runs."""
+    stack = HebbianStack(StackConfig(256, ({"units": 64, "rule": "sanger"},)))
+    samples = np.random.default_rng(0).normal(size=(20_000, 256)).astype(np.float32) * 0.05
+    stack.engine.process(samples[:10])
+    ticks, running = [], threading.Event()
+
+    def count_ticks():
+        running.wait()
+        while running.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0)
+
+    ticker = threading.Thread(target=count_ticks)
+    ticker.start()
+    running.set()
+    started = time.perf_counter()
+    stack.engine.process(samples)  # one long call: ~0.1-1 s
+    finished = time.perf_counter()
+    running.clear()
+    ticker.join()
+    inside = [t for t in ticks if started < t < finished]
+    # With the GIL held for the whole call the other thread could not run at all.
+    assert len(inside) > 10, (len(inside), finished - started)
