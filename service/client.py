@@ -24,6 +24,7 @@ This module imports neither TensorFlow nor the server.
 
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
 
 from service.api import hebbian_pb2, hebbian_pb2_grpc
 from service.client_resume import Message, Outbox, StreamOutOfOrderError
@@ -161,15 +163,44 @@ def config_to_proto(config: Any) -> hebbian_pb2.ModelConfig:
         config = config.to_dict()
     if not isinstance(config, Mapping) or "input_dim" not in config or "layers" not in config:
         raise ValueError("a model config needs input_dim and layers")
-    proto = hebbian_pb2.ModelConfig(input_dim=int(config["input_dim"]))
+    input_dim = config["input_dim"]
+    if isinstance(input_dim, bool) or not isinstance(input_dim, numbers.Integral):
+        raise ValueError(f"input_dim must be an integer; got {input_dim!r}")
+    proto = hebbian_pb2.ModelConfig(input_dim=int(input_dim))
+    if not isinstance(config["layers"], Sequence) or isinstance(config["layers"], str):
+        raise ValueError("layers must be a list of layer settings")
     for index, layer in enumerate(config["layers"]):
+        if not isinstance(layer, Mapping):
+            raise ValueError(f"layer {index}: expected KEY: VALUE settings; got {layer!r}")
         message = proto.layers.add()
-        for key, value in dict(layer).items():
+        for key, value in layer.items():
             if key not in _LAYER_FIELDS:
                 raise ValueError(f"layer {index}: setting {key!r} is not part of the API")
             if value is not None:
-                setattr(message, key, value)
+                _set_field(message, index, key, value)
     return proto
+
+
+_KINDS = {
+    FieldDescriptor.CPPTYPE_INT32: ("an integer", numbers.Integral),
+    FieldDescriptor.CPPTYPE_INT64: ("an integer", numbers.Integral),
+    FieldDescriptor.CPPTYPE_FLOAT: ("a number", numbers.Real),
+    FieldDescriptor.CPPTYPE_DOUBLE: ("a number", numbers.Real),
+    FieldDescriptor.CPPTYPE_STRING: ("a string", str),
+    FieldDescriptor.CPPTYPE_BOOL: ("true or false", bool),
+}
+
+
+def _set_field(message: Any, index: int, key: str, value: Any) -> None:
+    """Sets one layer setting; a value of the wrong kind raises ValueError naming it."""
+    kind, types = _KINDS.get(_LAYER_FIELDS[key].cpp_type, ("a value", object))
+    wrong = isinstance(value, bool) and types is not bool
+    if wrong or not isinstance(value, types):
+        raise ValueError(f"layer {index}: {key} must be {kind}; got {value!r}")
+    try:
+        setattr(message, key, value.item() if isinstance(value, np.generic) else value)
+    except (TypeError, ValueError) as error:  # e.g. out of the int32 range
+        raise ValueError(f"layer {index}: {key}={value!r}: {error}") from None
 
 
 def config_from_proto(proto: hebbian_pb2.ModelConfig) -> dict:
