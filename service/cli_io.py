@@ -57,9 +57,11 @@ class Progress:
 
     def __init__(
         self, total: int | None, *, unit: str = "samples", description: str = "",
-        enabled: bool = True,
+        enabled: bool = True, refresh_per_second: float = 10,
     ):
         self.total, self.unit, self.description = total, unit, description
+        self.refresh_per_second = refresh_per_second
+        self.done = 0  # the last count given to `update`
         self.enabled = enabled and sys.stderr.isatty()
         self._bar: Any = None
         self._task: Any = None
@@ -82,6 +84,7 @@ class Progress:
                 MofNCompleteColumn(), _rate_column(self.unit), TimeElapsedColumn(),
                 TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
                 console=Console(stderr=True), transient=True,
+                refresh_per_second=self.refresh_per_second,
                 redirect_stdout=False, redirect_stderr=False,
             )
             self._bar.start()
@@ -90,6 +93,7 @@ class Progress:
 
     def update(self, done: int, *, note: str = "", description: str | None = None) -> None:
         """`done` units so far; `note` is shown after the ETA."""
+        self.done = done
         if self._bar is not None:
             fields = {} if description is None else {"description": description}
             self._bar.update(self._task, completed=done, note=note, **fields)
