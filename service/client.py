@@ -1,9 +1,10 @@
 """Python client of the Hebbian service (`hebbian.v1.HebbianService`).
 
-Samples travel as raw little-endian float32 bytes (`Tensor.raw`), the fast encoding;
-activations come back the same way. Every failure surfaces as `HebbianError` (with
-the gRPC status code and the server's message); an unreachable server raises its
-subclass `ServerUnavailableError` after at most `connect_timeout` seconds.
+Samples travel as raw little-endian float32 bytes (`Tensor.raw`, `service.client_codec`),
+the fast encoding; activations come back the same way. Every failure surfaces as
+`HebbianError` (with the gRPC status code and the server's message); an unreachable
+server raises its subclass `ServerUnavailableError` after at most `connect_timeout`
+seconds.
 
     with HebbianClient("127.0.0.1:50051") as client:
         y = client.process(np.random.rand(8, 16))            # (8, 4) activations; learns
@@ -24,27 +25,35 @@ This module imports neither TensorFlow nor the server.
 
 from __future__ import annotations
 
-import numbers
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf.descriptor import FieldDescriptor
 
 from service.api import hebbian_pb2, hebbian_pb2_grpc
-from service.client_resume import Message, Outbox, StreamOutOfOrderError
+from service.client_codec import (  # re-exported: the client's public names
+    ProcessResult,
+    config_from_proto,
+    config_to_proto,
+    decode_tensor,
+    encode_samples,
+    process_result,
+)
+from service.client_resume import Message, Outbox, Reconnect, StreamOutOfOrderError
 from service.client_retry import channel_options
 
+__all__ = [
+    "DEFAULT_TARGET", "ClientSurface", "HebbianClient", "HebbianError", "ProcessResult",
+    "ServerUnavailableError", "config_from_proto", "config_to_proto", "decode_tensor",
+    "encode_samples", "process_result", "tls_credentials",
+]
+
 DEFAULT_TARGET = "127.0.0.1:50051"
-_LITTLE_F32 = np.dtype("<f4")
-RECONNECT_BACKOFF_S = 0.1  # first pause before a stream tries a new call, doubled up to
-RECONNECT_MAX_BACKOFF_S = 2.0
 
 
 class HebbianError(Exception):
@@ -81,22 +90,6 @@ class ServerUnavailableError(HebbianError):
         return self.details
 
 
-@dataclass(frozen=True)
-class ProcessResult:
-    """One answer of Process or of one StreamProcess message.
-
-    `activations` has shape (n, output_width), or (output_width,) when the samples
-    were sent as a single 1-D sample. `skipped` lists the learning samples whose
-    update would have made a weight non-finite (not applied).
-    """
-
-    activations: np.ndarray
-    step: int
-    model: str
-    request_id: str
-    skipped: tuple[int, ...]
-
-
 def tls_credentials(
     ca: str | Path | None = None, cert: str | Path | None = None, key: str | Path | None = None
 ) -> grpc.ChannelCredentials:
@@ -124,99 +117,6 @@ def tls_credentials(
     return grpc.ssl_channel_credentials(
         root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert)
     )
-
-
-def encode_samples(samples: Any) -> hebbian_pb2.Tensor:
-    """A (n, width) or (width,) array-like as a raw little-endian float32 `Tensor`."""
-    array = np.ascontiguousarray(samples, dtype=_LITTLE_F32)
-    if array.ndim == 1:
-        array = array[None, :]
-    if array.ndim != 2:
-        raise ValueError(f"samples must be 1-D or 2-D; got shape {array.shape}")
-    return hebbian_pb2.Tensor(shape=list(array.shape), raw=array.tobytes())
-
-
-def decode_tensor(tensor: hebbian_pb2.Tensor) -> np.ndarray:
-    """A `Tensor` (raw or values) as a float32 numpy array of its shape."""
-    if tensor.raw:
-        array = np.frombuffer(tensor.raw, dtype=_LITTLE_F32).astype(np.float32)
-    else:
-        array = np.asarray(tensor.values, dtype=np.float32)
-    shape = tuple(tensor.shape) or (array.size,)
-    return array.reshape(shape)
-
-
-_LAYER_FIELDS = {field.name: field for field in hebbian_pb2.LayerConfig.DESCRIPTOR.fields}
-
-
-def config_to_proto(config: Any) -> hebbian_pb2.ModelConfig:
-    """A model config as `ModelConfig`.
-
-    Accepts `{"input_dim": int, "layers": [{"units": 4, "rule": "sanger", ...}, ...]}`
-    (the `StackConfig.to_dict()` form), a `StackConfig`, or a `ModelConfig`. Layer keys
-    are the `Hebbian` layer's arguments; None values are left unset. A key the API
-    does not carry raises ValueError naming it.
-    """
-    if isinstance(config, hebbian_pb2.ModelConfig):
-        return config
-    if hasattr(config, "to_dict"):
-        config = config.to_dict()
-    if not isinstance(config, Mapping) or "input_dim" not in config or "layers" not in config:
-        raise ValueError("a model config needs input_dim and layers")
-    input_dim = config["input_dim"]
-    if isinstance(input_dim, bool) or not isinstance(input_dim, numbers.Integral):
-        raise ValueError(f"input_dim must be an integer; got {input_dim!r}")
-    proto = hebbian_pb2.ModelConfig(input_dim=int(input_dim))
-    if not isinstance(config["layers"], Sequence) or isinstance(config["layers"], str):
-        raise ValueError("layers must be a list of layer settings")
-    for index, layer in enumerate(config["layers"]):
-        if not isinstance(layer, Mapping):
-            raise ValueError(f"layer {index}: expected KEY: VALUE settings; got {layer!r}")
-        message = proto.layers.add()
-        for key, value in layer.items():
-            if key not in _LAYER_FIELDS:
-                raise ValueError(f"layer {index}: setting {key!r} is not part of the API")
-            if value is not None:
-                _set_field(message, index, key, value)
-    return proto
-
-
-_KINDS = {
-    FieldDescriptor.CPPTYPE_INT32: ("an integer", numbers.Integral),
-    FieldDescriptor.CPPTYPE_INT64: ("an integer", numbers.Integral),
-    FieldDescriptor.CPPTYPE_FLOAT: ("a number", numbers.Real),
-    FieldDescriptor.CPPTYPE_DOUBLE: ("a number", numbers.Real),
-    FieldDescriptor.CPPTYPE_STRING: ("a string", str),
-    FieldDescriptor.CPPTYPE_BOOL: ("true or false", bool),
-}
-
-
-def _set_field(message: Any, index: int, key: str, value: Any) -> None:
-    """Sets one layer setting; a value of the wrong kind raises ValueError naming it."""
-    kind, types = _KINDS.get(_LAYER_FIELDS[key].cpp_type, ("a value", object))
-    wrong = isinstance(value, bool) and types is not bool
-    if wrong or not isinstance(value, types):
-        raise ValueError(f"layer {index}: {key} must be {kind}; got {value!r}")
-    try:
-        setattr(message, key, value.item() if isinstance(value, np.generic) else value)
-    except (TypeError, ValueError) as error:  # e.g. out of the int32 range
-        raise ValueError(f"layer {index}: {key}={value!r}: {error}") from None
-
-
-def config_from_proto(proto: hebbian_pb2.ModelConfig) -> dict:
-    """Inverse of `config_to_proto`: only the settings the message sets."""
-    layers = []
-    for message in proto.layers:
-        layer = {}
-        for name, field in _LAYER_FIELDS.items():
-            value = getattr(message, name)
-            if field.has_presence:
-                if message.HasField(name):
-                    layer[name] = value
-            elif value:
-                layer[name] = value
-        layers.append(layer)
-    return {"input_dim": int(proto.input_dim), "layers": layers}
 
 
 def new_request_id() -> str:
@@ -502,7 +402,9 @@ class HebbianClient(ClientSurface):
         self._ensure_connected()
         prefix = id_prefix if id_prefix is not None else new_stream_prefix()
         outbox = Outbox(stream_messages(batches, model=model, learn=learn, prefix=prefix), window)
-        reconnect = Reconnect(self.reconnect_timeout)
+        reconnect = Reconnect(
+            self.reconnect_timeout, lambda why: ServerUnavailableError(self.target, why)
+        )
         while True:
             attempt = outbox.attempt()
             call = self._stub.StreamProcess(
@@ -525,11 +427,11 @@ class HebbianClient(ClientSurface):
             finally:
                 attempt.close()
                 call.cancel()
-            time.sleep(reconnect.backoff(self.target, reason))
+            time.sleep(reconnect.backoff(reason))
             try:  # the new call waits for the server; this bounds how long
                 grpc.channel_ready_future(self._channel).result(timeout=reconnect.remaining())
             except grpc.FutureTimeoutError:
-                raise reconnect.gave_up(self.target, reason) from None
+                raise reconnect.gave_up(reason) from None
 
     def stream(
         self, batches: Iterable[Any], model: str = "", learn: bool = True
@@ -542,53 +444,3 @@ class HebbianClient(ClientSurface):
 def connect_failure(answered: bool, timeout: float) -> str:
     """Why connecting failed: refused (`answered`) or no answer within `timeout`."""
     return "connection refused or failed" if answered else f"no answer within {timeout:g} s"
-
-
-class Reconnect:
-    """When a resumable stream tries again: backoff between calls, a deadline without
-    answers."""
-
-    def __init__(self, timeout: float):
-        self.timeout = timeout
-        self.attempts = 0
-        self._last_answer = time.monotonic()
-
-    def progress(self) -> None:
-        """An answer arrived: the deadline starts again, the backoff too."""
-        self._last_answer = time.monotonic()
-        self.attempts = 0
-
-    def remaining(self) -> float:
-        """Seconds left before the deadline (<= 0: passed)."""
-        return self.timeout - (time.monotonic() - self._last_answer)
-
-    def backoff(self, target: str, reason: str) -> float:
-        """Seconds to wait before the next call (0.1 s, doubling up to 2 s).
-
-        Raises:
-          ServerUnavailableError: the deadline has passed.
-        """
-        if self.remaining() <= 0:
-            raise self.gave_up(target, reason)
-        self.attempts += 1
-        return min(RECONNECT_MAX_BACKOFF_S, RECONNECT_BACKOFF_S * 2 ** (self.attempts - 1))
-
-    def gave_up(self, target: str, reason: str) -> ServerUnavailableError:
-        """The error of a stream that could not be resumed."""
-        return ServerUnavailableError(
-            target, f"stream not resumed within {self.timeout:g} s: {reason}"
-        )
-
-
-def process_result(response: Any, *, single: bool) -> ProcessResult:
-    """A Process or StreamProcess answer as a `ProcessResult` (1-D for a 1-D sample)."""
-    activations = decode_tensor(response.activations)
-    if single and activations.ndim == 2 and activations.shape[0] == 1:
-        activations = activations[0]
-    return ProcessResult(
-        activations=activations,
-        step=int(response.step),
-        model=response.model,
-        request_id=response.request_id,
-        skipped=tuple(int(i) for i in response.skipped_samples),
-    )

@@ -26,16 +26,14 @@ from service.client import (
     DEFAULT_TARGET,
     ClientSurface,
     HebbianError,
-    ProcessResult,
-    Reconnect,
     ServerUnavailableError,
     auth_metadata,
     connect_failure,
     new_stream_prefix,
-    process_result,
     stream_message,
 )
-from service.client_resume import Ledger, Message, StreamOutOfOrderError
+from service.client_codec import ProcessResult, process_result
+from service.client_resume import Ledger, Message, Reconnect, StreamOutOfOrderError
 from service.client_retry import channel_options
 
 
@@ -133,7 +131,9 @@ class AsyncHebbianClient(ClientSurface):
         messages = _messages(batches, model=model, learn=learn, prefix=prefix)
         ledger, changed = Ledger(window), asyncio.Condition()
         feeder = asyncio.create_task(_feed(messages, ledger, changed))
-        reconnect = Reconnect(self.reconnect_timeout)
+        reconnect = Reconnect(
+            self.reconnect_timeout, lambda why: ServerUnavailableError(self.target, why)
+        )
         try:
             while True:
                 call = self._stub.StreamProcess(
@@ -161,12 +161,12 @@ class AsyncHebbianClient(ClientSurface):
                     call.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await writer
-                await asyncio.sleep(reconnect.backoff(self.target, reason))
+                await asyncio.sleep(reconnect.backoff(reason))
                 try:  # the new call waits for the server; this bounds how long
                     async with asyncio.timeout(reconnect.remaining()):
                         await self._channel.channel_ready()
                 except TimeoutError:
-                    raise reconnect.gave_up(self.target, reason) from None
+                    raise reconnect.gave_up(reason) from None
         finally:
             feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):

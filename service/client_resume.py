@@ -16,8 +16,9 @@ a gRPC thread that consumes the requests and the thread that reads the answers.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,3 +192,42 @@ class Outbox:
         """`Ledger.finish`."""
         with self._state:
             self._ledger.finish()
+
+
+RECONNECT_BACKOFF_S = 0.1  # first pause before a stream tries a new call, doubled up to
+RECONNECT_MAX_BACKOFF_S = 2.0
+
+
+class Reconnect:
+    """When a resumable stream tries again: backoff between calls, a deadline without
+    answers. `give_up(message)` makes the error raised past the deadline."""
+
+    def __init__(self, timeout: float, give_up: Callable[[str], Exception]):
+        self.timeout = timeout
+        self.attempts = 0
+        self._give_up = give_up
+        self._last_answer = time.monotonic()
+
+    def progress(self) -> None:
+        """An answer arrived: the deadline starts again, the backoff too."""
+        self._last_answer = time.monotonic()
+        self.attempts = 0
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (<= 0: passed)."""
+        return self.timeout - (time.monotonic() - self._last_answer)
+
+    def backoff(self, reason: str) -> float:
+        """Seconds to wait before the next call (0.1 s, doubling up to 2 s).
+
+        Raises:
+          the `give_up` error: the deadline has passed.
+        """
+        if self.remaining() <= 0:
+            raise self.gave_up(reason)
+        self.attempts += 1
+        return min(RECONNECT_MAX_BACKOFF_S, RECONNECT_BACKOFF_S * 2 ** (self.attempts - 1))
+
+    def gave_up(self, reason: str) -> Exception:
+        """The error of a stream that could not be resumed, `reason` being the last failure."""
+        return self._give_up(f"stream not resumed within {self.timeout:g} s: {reason}")
