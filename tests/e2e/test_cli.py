@@ -154,6 +154,24 @@ def test_stream_synthetic_reports_convergence_and_a_summary(target):
         hebbian("models", "delete", "cli-stream", target=target)
 
 
+def test_stream_synthetic_json_summary_has_the_reports_and_the_comparison(target):
+    hebbian("models", "create", "-m", "cli-stream-json", "--input-dim", "8",
+            "--layer", "units=2,rule=sanger,learning_rate=0.01,seed=3", target=target)
+    try:
+        result = hebbian("stream", "--synthetic", "-m", "cli-stream-json", "--count", "600",
+                         "--batch", "50", "--report-every", "300", "--json", target=target)
+    finally:
+        hebbian("models", "delete", "-m", "cli-stream-json", target=target)
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["model"], summary["samples"], summary["step"]) == ("cli-stream-json", 600,
+                                                                       600)
+    assert len(summary["reports"]) == 2
+    assert len(summary["synthetic"]["cosines"]) == 2
+    assert 0 <= summary["synthetic"]["subspace"] <= 1
+
+
 def test_stream_from_a_csv_file_writes_every_activation(target, tmp_path):
     source, output = tmp_path / "in.csv", tmp_path / "out.csv"
     source.write_text(csv_lines(rows(130, seed=4)))
