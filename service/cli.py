@@ -180,7 +180,7 @@ def _add_client_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
         help=f"server address (env HEBBIAN_TARGET; default {DEFAULT_TARGET})",
     )
     parser.add_argument(
-        "--timeout", type=float, metavar="SECONDS", default=default(30.0),
+        "--timeout", type=_positive_float, metavar="SECONDS", default=default(30.0),
         help="deadline of each unary call and of connecting (default 30)",
     )
     parser.add_argument(
@@ -222,6 +222,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text}")
     return value
 
 

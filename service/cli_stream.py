@@ -35,6 +35,13 @@ _WINDOW = 16
 
 def run_stream(client: HebbianClient, args: argparse.Namespace) -> int:
     """Runs `hebbian stream` with parsed `args`; returns the exit code."""
+    if args.json and args.output == "-":
+        raise InputError("--json prints the summary on stdout: write --output to a file")
+    if not args.synthetic and args.file in (None, "-") and sys.stdin.isatty():
+        raise InputError("no samples: give --file or --synthetic, or pipe CSV rows into stdin")
+    fmt = csv_format(args)
+    # a bad file is refused before anything is sent (and before the server is asked)
+    total = None if args.synthetic else _check_file(args.file, fmt)
     model = client.get_model(args.model)
     name, start_step = model.name, int(model.step)
     sensor = None
@@ -44,15 +51,9 @@ def run_stream(client: HebbianClient, args: argparse.Namespace) -> int:
         count = args.count or DEFAULT_SYNTHETIC_COUNT
         batches = sensor.batches(args.batch, count)
     else:
-        if args.file in (None, "-") and sys.stdin.isatty():
-            raise InputError("no samples: give --file or --synthetic, or pipe CSV rows into stdin")
-        fmt = csv_format(args)
-        total = _check_file(args.file, fmt)  # a bad file is refused before anything is sent
         source = open_input(args.file)
         count = min(args.count, total) if args.count and total else args.count or total
         batches = csv_batches(source, args.batch, args.count, fmt, source_name(args.file))
-    if args.json and args.output == "-":
-        raise InputError("--json prints the summary on stdout: write --output to a file")
     output = _open_output(args.output)
     report = sys.stderr if output is sys.stdout or args.json else sys.stdout
     probe = _linear_probe(client, model, name) if sensor is not None else None
@@ -111,9 +112,11 @@ def _check_file(path: str | None, fmt: CsvFormat) -> int | None:
     """Reads a regular file's samples once, so that a bad line stops the command before
     anything is sent; returns their count (for the progress display's ETA). None for
     stdin or a pipe, which are read only once, as they stream."""
-    if path in (None, "-") or not os.path.isfile(path):
+    if path in (None, "-"):
         return None
-    with open_input(path) as handle:
+    with open_input(path) as handle:  # a missing file: InputError
+        if not os.path.isfile(path):
+            return None
         return sum(1 for _ in csv_rows(handle, fmt, source_name(path)))
 
 

@@ -179,7 +179,20 @@ def test_bad_arguments_are_one_line_and_exit_code_2_without_a_server(args, messa
     assert len(err.strip().splitlines()) == 1
 
 
+def test_stream_checks_a_file_before_it_asks_the_server(tmp_path, capsys):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("1\t2\n3\tx\n")
+
+    assert cli.main(["--target", "127.0.0.1:1", "stream", "--file", str(bad)]) == 2
+    assert capsys.readouterr().err == (
+        f"hebbian: {bad}, line 2, column 2: not a finite number: 'x'; pick the sample's "
+        "columns with --columns\n")
+    assert cli.main(["--target", "127.0.0.1:1", "stream", "--file", str(tmp_path / "no")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args", [["stream", "--batch", "x"], ["stream", "--delimiter", "ab"],
+                                  ["models", "list", "--timeout", "-1"],
                                   ["process", "--columns", "0-3"], ["completion", "fish"]])
 def test_bad_flag_values_are_usage_errors_without_a_traceback(args, capsys):
     with pytest.raises(SystemExit) as exit_info:
