@@ -120,17 +120,19 @@ def tls_credentials(
 
 
 def new_request_id() -> str:
-    """A random request id (the clients give one to every Process call without one)."""
+    """A random request id (the clients give one to every learning Process call without
+    one)."""
     return uuid.uuid4().hex
 
 
 def process_request(
     samples: Any, *, learn: bool, model: str, request_id: str
 ) -> hebbian_pb2.ProcessRequest:
-    """The `ProcessRequest` of `samples`, with a fresh request id when none is given."""
+    """The `ProcessRequest` of `samples`; a learning request without an id gets a fresh
+    one, so that a resend is applied once (inference changes nothing: no id needed)."""
     return hebbian_pb2.ProcessRequest(
         model=model, samples=encode_samples(samples), learn=learn,
-        request_id=request_id or new_request_id(),
+        request_id=request_id or (new_request_id() if learn else ""),
     )
 
 
@@ -183,8 +185,8 @@ class ClientSurface:
         """Sends samples to `model` (empty: the default); returns activations and step.
 
         With `learn=False` the samples are inference only and the state is untouched.
-        Without a `request_id` the call gets a random one, so that gRPC's retry policy can
-        resend it safely (the server applies an id once).
+        Without a `request_id` a learning call gets a random one, so that gRPC's retry
+        policy can resend it safely (the server applies an id once).
         """
         request = process_request(samples, learn=learn, model=model, request_id=request_id)
         single = np.ndim(samples) == 1

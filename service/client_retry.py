@@ -6,10 +6,10 @@ Only calls that are safe to send twice get one, and only for UNAVAILABLE (the se
 restarting, a connection reset, a GOAWAY):
 
 - the reads `GetModel`, `ListModels`, `ListSnapshots`: they change nothing;
-- `Process`: the clients give every Process call a request id (a random one unless the
-  caller passes one), and the server answers a request id it already acknowledged with
-  its first answer instead of applying the samples again, so a resend after a lost
-  answer is exactly once.
+- `Process`: inference (`learn=False`) changes nothing; a learning call always carries a
+  request id (the clients make a random one unless the caller passes one), and the
+  server answers a request id it already acknowledged with its first answer instead of
+  applying the samples again, so a resend after a lost answer is exactly once.
 
 Not retried: `CreateModel` and `DeleteModel` (a resend after a lost answer would fail with
 ALREADY_EXISTS or NOT_FOUND although the call worked), `Reset`, `Restore` and `Snapshot`

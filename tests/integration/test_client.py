@@ -209,9 +209,12 @@ def test_learn_one_refuses_a_batch(client, small_model):
     assert client.get_model(small_model).step == 0
 
 
-def test_every_process_call_gets_a_request_id_so_that_a_resend_is_applied_once(client):
+def test_every_learning_process_call_gets_a_request_id_so_that_a_resend_is_applied_once(
+    client
+):
     first = client.process_full(samples(2, seed=9))
     assert len(first.request_id) == 32
+    assert client.process_full(samples(2, seed=9), learn=False).request_id == ""
 
     again = client.process_full(samples(2, seed=9), request_id=first.request_id)
 
