@@ -1,7 +1,8 @@
 """Both clients' streams survive a server killed with SIGKILL in the middle and restarted.
 
-A real `hebbian serve` (fsync always) on its own data directory is killed while a stream
-has messages in flight, then started again on the same directory and port. The stream
+A real `hebbian serve` (fsync always) on its own data directory is frozen (SIGSTOP) in
+the middle of a stream, so the messages sent after that stay unanswered, then killed
+(SIGKILL) and started again on the same directory and port. The stream
 helper resends the unanswered messages with their request ids on a new call; the server
 answers those it had already logged with their first answers. Evidence of exactly once:
 every batch is answered once, in order, and batch i's step is exactly (i + 1) * size, so
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -36,11 +38,13 @@ def server(tmp_path_factory):
 
 
 class Killer:
-    """SIGKILLs the server once the source reached `KILL_AT`, then restarts it on the
-    same port and data directory (in a thread, while the stream tries to go on)."""
+    """Freezes the server, SIGKILLs it a second later, then restarts it on the same port
+    and data directory (in a thread, while the stream goes on sending into the frozen
+    server as far as its window lets it)."""
 
     def __init__(self, server: ServerProcess):
         self.server = server
+        self.frozen = threading.Event()
         self.killed = threading.Event()
         self.restarted = threading.Event()
         self.old_pid = server.process.pid
@@ -51,6 +55,9 @@ class Killer:
 
     def _run(self) -> None:
         try:
+            self.server.process.send_signal(signal.SIGSTOP)
+            self.frozen.set()
+            time.sleep(1.0)  # how many messages get sent meanwhile does not matter
             self.server.process.send_signal(signal.SIGKILL)
             self.server.process.wait()
             self.killed.set()
@@ -62,14 +69,13 @@ class Killer:
 
 
 def batches(killer: Killer, width: int = 16):
-    """BATCHES batches of SIZE samples; stops at KILL_AT + 8 until the kill happened, so
-    messages are in flight (sent, maybe logged, not answered) when the server dies."""
+    """BATCHES batches of SIZE samples; the server is frozen before batch KILL_AT is
+    read, so batches from there on are in flight (sent, not answered) when it dies."""
     rng = np.random.default_rng(0)
     for index in range(BATCHES):
         if index == KILL_AT:
             killer.trigger()
-        if index == KILL_AT + 8:
-            assert killer.killed.wait(60), "the server was not killed"
+            assert killer.frozen.wait(60), "the server was not frozen"
         yield rng.normal(size=(SIZE, width)).astype(np.float32)
 
 
