@@ -14,8 +14,8 @@ seconds.
             print(result.step, result.activations.shape)
 
 Surviving a restart of the server: reads and `Process` calls are resent by gRPC's own
-retry policy on UNAVAILABLE (`service.client_retry`; every Process call carries a request
-id, so a resend is applied once), and once connected, calls wait for a restarting server
+retry policy on UNAVAILABLE (`service.client_retry`; every learning Process call carries
+a request id, so a resend is applied once), and once connected, calls wait for a restarting server
 (`wait_for_ready`) within their deadline. `stream_full` resumes a broken stream on a new
 call, resending the unanswered messages with their request ids (`service.client_resume`).
 `AsyncHebbianClient` (`service.client_aio`) has the same surface for asyncio.
