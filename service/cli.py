@@ -5,16 +5,20 @@
     hebbian bench engine [...]         (the engine alone)
     hebbian bench pipeline [...]       (the service's own cost per message, without gRPC)
     hebbian [--target HOST:PORT] [--timeout S] models list|create|get|delete ...
-    hebbian process (--values 1,2,... | --file samples.csv | < samples.csv)
-    hebbian stream (--synthetic | --file samples.csv | < samples.csv) [--batch N] [--count N]
-    hebbian reset [MODEL] [--seed N]
-    hebbian snapshot|snapshots [MODEL];  hebbian restore SNAPSHOT_ID [MODEL]
-    hebbian export [MODEL] --out model.keras
+    hebbian process [-m MODEL] (--values 1,2,... | --file samples.csv | < samples.csv)
+    hebbian stream [-m MODEL] (--synthetic | --file samples.csv | < samples.csv) [--batch N]
+    hebbian reset|snapshot|snapshots [-m MODEL];  hebbian restore SNAPSHOT_ID [-m MODEL]
+    hebbian export [-m MODEL] --out model.keras
     hebbian check-data DIR                (offline: reads a data directory, changes nothing)
+    hebbian completion bash|zsh           (a shell completion script, from this parser)
+    hebbian --version
 
-`serve` and `bench` import their (TensorFlow-heavy) modules only when they run, so
-`hebbian --help` and the client commands start fast. Client commands print one
-line on stderr and exit 1 when the server answers an error or cannot be reached.
+Every command that talks to a server names its model with `-m/--model` (empty: the
+server's default model; the older positional MODEL still works) and prints its result
+as JSON with `--json`. `serve` and `bench` import their (TensorFlow-heavy) modules only
+when they run, so `hebbian --help` and the client commands start fast. Client commands
+print one line on stderr and exit 1 when the server answers an error or cannot be
+reached, 2 for bad arguments or input.
 """
 
 from __future__ import annotations
@@ -31,12 +35,35 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from collections.abc import Sequence
 from typing import Any
 
+from service.cli_csv import add_csv_arguments, csv_format, read_samples
 from service.cli_data import add_data_commands, check_data, run_data_command
-from service.cli_io import InputError, format_rows, parse_values, read_samples
+from service.cli_io import InputError, format_rows, parse_values
+from service.cli_models import add_model_option, add_models_command, model_name, run_models
+from service.cli_models import record as model_record
 
 DEFAULT_TARGET = "127.0.0.1:50051"  # same as service.client.DEFAULT_TARGET (kept import-free)
 
-_DELEGATED = {"serve", "bench"}
+
+def version() -> str:
+    """The installed package's version ("unknown" when run from a source tree only)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("hebbian-service")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class _Version(argparse.Action):
+    """--version, looking the version up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(f"hebbian {version()} (API hebbian.v1)")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hebbian",
         description="Streaming online-learning service for Hebbian neural models.",
     )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     _add_client_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -60,28 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     client = argparse.ArgumentParser(add_help=False)
     _add_client_options(client, defaults=False)
+    client.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    models = commands.add_parser("models", help="list, create, inspect and delete models")
-    model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    listing = model_commands.add_parser("list", parents=[client], help="list the models")
-    listing.add_argument("--json", action="store_true", help="print the full records as JSON")
-    create = model_commands.add_parser(
-        "create", parents=[client], help="create a model",
-        description="Create a model from a config file (JSON or YAML, the StackConfig form "
-        '{"input_dim": 16, "layers": [{"units": 4, "rule": "sanger"}]}) or from '
-        "--input-dim and one --layer per layer.",
-    )
-    create.add_argument("name", help="model name (lowercase letters, digits, '_' and '-')")
-    create.add_argument("--config", metavar="FILE", help="model config file, JSON or YAML")
-    create.add_argument("--input-dim", type=int, help="width of the input samples")
-    create.add_argument(
-        "--layer", action="append", metavar="KEY=VALUE,...", default=[],
-        help="one layer, e.g. units=4,rule=sanger,learning_rate=0.005 (repeat for a stack)",
-    )
-    get = model_commands.add_parser("get", parents=[client], help="show one model as JSON")
-    get.add_argument("name", nargs="?", default="", help="model name (default: the default model)")
-    delete = model_commands.add_parser("delete", parents=[client], help="delete a model")
-    delete.add_argument("name", help="model name")
+    add_models_command(commands, client)
 
     process = commands.add_parser(
         "process", parents=[client], help="send samples once, print their activations",
@@ -95,27 +104,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--values", metavar="V,V,...",
         help="one sample as comma-separated numbers (write --values=-1,2 if it starts with -)",
     )
-    source.add_argument("--file", metavar="CSV", help="CSV file, one sample per line (- = stdin)")
+    source.add_argument(
+        "--file", metavar="CSV", help="delimited text, one sample per line (- = stdin)"
+    )
+    add_csv_arguments(process)
     process.add_argument("--request-id", default="", help="id echoed by the server")
-    process.add_argument("--json", action="store_true", help="print the whole response as JSON")
 
     stream = commands.add_parser(
         "stream", parents=[client], help="stream samples over one bidirectional call",
-        description="Stream samples (CSV file, stdin, or the built-in synthetic sensor) to a "
-        "model in messages of --batch samples; shows progress on stderr and a summary at the "
-        "end. With --synthetic the summary compares the model with the sensor's known "
-        "principal components.",
+        description="Stream samples (delimited text from a file or stdin, or the built-in "
+        "synthetic sensor) to a model in messages of --batch samples; shows progress with "
+        "rate and ETA on a terminal and a summary at the end. With --synthetic the summary "
+        "compares the model with the sensor's known principal components. A server restart "
+        "in the middle is ridden out: the stream resumes and applies nothing twice.",
     )
     _add_sample_options(stream)
     stream_source = stream.add_mutually_exclusive_group()
     stream_source.add_argument(
-        "--file", metavar="CSV", help="CSV file, one sample per line (- = stdin, the default)"
+        "--file", metavar="CSV",
+        help="delimited text, one sample per line (- = stdin, the default)",
     )
     stream_source.add_argument(
         "--synthetic", action="store_true",
         help="a synthetic multi-channel sensor with known principal components "
         "(as many channels as the model's input width)",
     )
+    add_csv_arguments(stream)
     stream.add_argument(
         "--batch", type=_positive_int, default=64,
         help="samples per message (default 64); a message leaves when full or at the end of "
@@ -133,16 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument(
         "--output", metavar="CSV", help="write the activations to this file (- = stdout)"
     )
-    stream.add_argument("--quiet", action="store_true", help="no progress line")
+    stream.add_argument("--quiet", action="store_true", help="no progress display")
 
     reset = commands.add_parser(
         "reset", parents=[client], help="re-initialise a model's weights (step back to 0)"
     )
-    reset.add_argument(
-        "name", nargs="?", default="", help="model name (default: the default model)"
-    )
+    add_model_option(reset, positional=True)
     reset.add_argument("--seed", type=int, help="new seed (default: each layer's configured seed)")
     add_data_commands(commands, client)
+
+    completion = commands.add_parser(
+        "completion", help="print a shell completion script generated from this parser",
+        description="Print a completion script for bash or zsh. bash: "
+        "`source <(hebbian completion bash)` (or save it under "
+        "~/.local/share/bash-completion/completions/hebbian); zsh: "
+        "`source <(hebbian completion zsh)` in ~/.zshrc.",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell")
     return parser
 
 
@@ -159,7 +180,7 @@ def _add_client_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
         help=f"server address (env HEBBIAN_TARGET; default {DEFAULT_TARGET})",
     )
     parser.add_argument(
-        "--timeout", type=float, metavar="SECONDS", default=default(30.0),
+        "--timeout", type=_positive_float, metavar="SECONDS", default=default(30.0),
         help="deadline of each unary call and of connecting (default 30)",
     )
     parser.add_argument(
@@ -187,7 +208,7 @@ def _env_flag(name: str) -> bool:
 
 
 def _add_sample_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="", help="model name (default: the default model)")
+    add_model_option(parser, positional=False)
     parser.add_argument(
         "--no-learn", dest="learn", action="store_false",
         help="inference only: the model's state is untouched",
@@ -195,9 +216,22 @@ def _add_sample_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text}")
     return value
 
 
@@ -213,6 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "check-data":
         return check_data(args.directory, args.json)
+    if args.command == "completion":
+        from service.bench.service import build_parser as bench_parser
+        from service.cli_completion import completion_script
+
+        delegated = {"serve": _serve_parser(), "bench": bench_parser()}
+        print(completion_script(parser, args.shell, delegated), end="")
+        return 0
     try:
         return _run_client_command(args)
     except KeyboardInterrupt:
@@ -223,14 +264,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _serve(rest: list[str]) -> int:
-    from service.server.app import add_serve_arguments, run_serve
+def _serve_parser() -> argparse.ArgumentParser:
+    from service.server.app import add_serve_arguments
 
     parser = argparse.ArgumentParser(
         prog="hebbian serve", description="Run the Hebbian gRPC server."
     )
     add_serve_arguments(parser)
-    return run_serve(parser.parse_args(rest))
+    return parser
+
+
+def _serve(rest: list[str]) -> int:
+    from service.server.app import run_serve
+
+    return run_serve(_serve_parser().parse_args(rest))
 
 
 def _bench(rest: list[str]) -> int:
@@ -253,6 +300,7 @@ def _run_client_command(args: argparse.Namespace) -> int:
     from service.client import HebbianClient, HebbianError, tls_credentials
 
     try:
+        args.model = model_name(args)
         credentials = None
         if args.tls or args.ca or args.cert or args.key:
             credentials = tls_credentials(args.ca, args.cert, args.key)
@@ -261,7 +309,7 @@ def _run_client_command(args: argparse.Namespace) -> int:
             connect_timeout=args.timeout,
         ) as client:
             if args.command == "models":
-                return _models(client, args)
+                return run_models(client, args)
             if args.command == "process":
                 return _process(client, args)
             if args.command == "stream":
@@ -271,8 +319,11 @@ def _run_client_command(args: argparse.Namespace) -> int:
             if args.command in ("export", "snapshot", "snapshots", "restore"):
                 return run_data_command(client, args)
             if args.command == "reset":
-                model = client.reset(args.name, seed=args.seed)
-                print(f"model {model.name}: reset, step {model.step}")
+                model = client.reset(args.model, seed=args.seed)
+                if args.json:
+                    print(json.dumps(model_record(model), indent=2))
+                else:
+                    print(f"model {model.name}: reset, step {model.step}")
                 return 0
     except HebbianError as error:
         print(f"hebbian: {error}", file=sys.stderr)
@@ -280,87 +331,11 @@ def _run_client_command(args: argparse.Namespace) -> int:
     except ValueError as error:  # InputError, or a config/sample the client cannot encode
         print(f"hebbian: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a file that cannot be written, e.g. export --out
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"hebbian: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
     raise AssertionError(args.command)
-
-
-def _record(model: Any) -> dict:
-    """A `Model` message as JSON data, with the proto's field names (as grpcurl shows them)."""
-    from google.protobuf import json_format
-
-    return json_format.MessageToDict(model, preserving_proto_field_name=True)
-
-
-def _models(client: Any, args: argparse.Namespace) -> int:
-    if args.models_command == "list":
-        models = client.list_models()
-        if args.json:
-            print(json.dumps([_record(model) for model in models], indent=2))
-            return 0
-        print(f"{'NAME':<24} {'STEP':>12}  {'SHAPE':<14} RULES")
-        for model in models:
-            widths = [model.config.input_dim, *(layer.units for layer in model.config.layers)]
-            rules = ",".join(layer.rule or "oja" for layer in model.config.layers)
-            name = model.name + (" *" if model.is_default else "")
-            shape = "->".join(str(w) for w in widths)
-            print(f"{name:<24} {model.step:>12}  {shape:<14} {rules}")
-        return 0
-    if args.models_command == "create":
-        model = client.create_model(args.name, _model_config(args))
-        print(json.dumps(_record(model), indent=2))
-        return 0
-    if args.models_command == "get":
-        model = client.get_model(args.name)
-        print(json.dumps(_record(model), indent=2))
-        return 0
-    if args.models_command == "delete":
-        client.delete_model(args.name)
-        print(f"model {args.name}: deleted")
-        return 0
-    raise AssertionError(args.models_command)
-
-
-def _model_config(args: argparse.Namespace) -> dict:
-    """The config of `models create`: --config file, or --input-dim plus --layer flags."""
-    if args.config:
-        if args.input_dim is not None or args.layer:
-            raise InputError("give either --config or --input-dim/--layer, not both")
-        try:
-            with open(args.config, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as error:
-            raise InputError(f"cannot read {args.config}: {error.strerror}") from None
-        import yaml  # JSON is YAML too
-
-        try:
-            config = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise InputError(f"{args.config}: not valid JSON or YAML: {error}") from None
-        if not isinstance(config, dict):
-            raise InputError(f"{args.config}: expected a mapping with input_dim and layers")
-        return config
-    if args.input_dim is None or not args.layer:
-        raise InputError("models create needs --config, or --input-dim and at least one --layer")
-    return {"input_dim": args.input_dim, "layers": [_parse_layer(text) for text in args.layer]}
-
-
-def _parse_layer(text: str) -> dict:
-    """"units=4,rule=sanger,learning_rate=0.01" as a layer dict with typed values."""
-    layer: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--layer {text!r}: expected KEY=VALUE items, got {item!r}")
-        layer[key.strip()] = _scalar(value.strip())
-    return layer
-
-
-def _scalar(text: str) -> int | float | str:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _process(client: Any, args: argparse.Namespace) -> int:
@@ -369,7 +344,7 @@ def _process(client: Any, args: argparse.Namespace) -> int:
     elif args.file in (None, "-") and sys.stdin.isatty():
         raise InputError("no samples: give --values or --file, or pipe CSV rows into stdin")
     else:
-        samples = read_samples(args.file)
+        samples = read_samples(args.file, csv_format(args))
     result = client.process_full(
         samples, learn=args.learn, model=args.model, request_id=args.request_id
     )

@@ -57,31 +57,45 @@ def _report_dict(report: Any) -> dict:
     }
 
 
-def export_model(client: Any, name: str, out: Path) -> int:
+def export_model(client: Any, name: str, out: Path, as_json: bool = False) -> int:
     """Write a served model, full state included, as a `.keras` file that
     `keras.models.load_model` loads and that keeps learning where the server was."""
+    from service.cli_io import Progress
     from service.client import config_from_proto, decode_tensor
-    from service.model import HebbianStack, StackConfig
 
-    model = client.get_model(name)
-    snapshot = client.snapshot(name, include_weights=True)
-    stack = HebbianStack(StackConfig.from_dict(config_from_proto(model.config)))
-    arrays: dict[str, np.ndarray] = {}
-    for index, layer in enumerate(snapshot.layers):
-        for field in LAYER_FIELDS:
-            arrays[f"layer{index}.{field}"] = decode_tensor(getattr(layer, field)).astype(
-                np.float32
-            )
-        arrays[f"layer{index}.step"] = np.array(layer.step, np.int64)
-    stack.load_state_arrays(arrays)
-    stack.keras_model().save(out)
-    print(f"model {model.name}: snapshot {snapshot.snapshot.snapshot_id} at step "
-          f"{snapshot.snapshot.step} written to {out}")
+    with Progress(4, unit="steps", description="reading the model") as progress:
+        model = client.get_model(name)
+        progress.update(1, description="snapshot with weights")
+        snapshot = client.snapshot(name, include_weights=True)
+        progress.update(2, description="loading Keras")
+        from service.model import HebbianStack, StackConfig
+
+        stack = HebbianStack(StackConfig.from_dict(config_from_proto(model.config)))
+        arrays: dict[str, np.ndarray] = {}
+        for index, layer in enumerate(snapshot.layers):
+            for field in LAYER_FIELDS:
+                arrays[f"layer{index}.{field}"] = decode_tensor(getattr(layer, field)).astype(
+                    np.float32
+                )
+            arrays[f"layer{index}.step"] = np.array(layer.step, np.int64)
+        stack.load_state_arrays(arrays)
+        progress.update(3, description=f"writing {out}")
+        stack.keras_model().save(out)
+        progress.update(4)
+    info = snapshot.snapshot
+    if as_json:
+        print(json.dumps({"model": model.name, "snapshot_id": info.snapshot_id,
+                          "step": int(info.step), "path": str(out)}))
+    else:
+        print(f"model {model.name}: snapshot {info.snapshot_id} at step {info.step} "
+              f"written to {out}")
     return 0
 
 
 def add_data_commands(commands: Any, client: argparse.ArgumentParser) -> None:
     """Add check-data, export, snapshot, snapshots and restore to the `hebbian` parser."""
+    from service.cli_models import add_model_option
+
     check = commands.add_parser(
         "check-data", help="report on a data directory without starting a server",
         description="Verify the config, snapshots and write-ahead log of every model in a "
@@ -92,30 +106,42 @@ def add_data_commands(commands: Any, client: argparse.ArgumentParser) -> None:
     export = commands.add_parser(
         "export", parents=[client], help="save a served model as a .keras file",
     )
-    export.add_argument("name", nargs="?", default="", help="model (default: the default model)")
+    add_model_option(export, positional=True)
     export.add_argument("--out", type=Path, required=True, help="the .keras file to write")
     snap = commands.add_parser("snapshot", parents=[client], help="persist a model's state now")
-    snap.add_argument("name", nargs="?", default="", help="model (default: the default model)")
+    add_model_option(snap, positional=True)
     listing = commands.add_parser("snapshots", parents=[client], help="list a model's snapshots")
-    listing.add_argument("name", nargs="?", default="", help="model (default: the default model)")
+    add_model_option(listing, positional=True)
     restore = commands.add_parser(
         "restore", parents=[client], help="return a model to one of its snapshots"
     )
     restore.add_argument("snapshot_id", help="id from `hebbian snapshots`")
-    restore.add_argument("name", nargs="?", default="", help="model (default: the default model)")
+    add_model_option(restore, positional=True)
 
 
 def run_data_command(client: Any, args: argparse.Namespace) -> int:
-    """Run export, snapshot, snapshots or restore against a server."""
+    """Run export, snapshot, snapshots or restore against a server (`args.model` resolved)."""
+    from service.cli_models import record
+
     if args.command == "export":
-        return export_model(client, args.name, args.out)
+        return export_model(client, args.model, args.out, args.json)
     if args.command == "snapshot":
-        info = client.snapshot(args.name).snapshot
-        print(f"snapshot {info.snapshot_id} at step {info.step}")
+        info = client.snapshot(args.model).snapshot
+        if args.json:
+            print(json.dumps(record(info), indent=2))
+        else:
+            print(f"snapshot {info.snapshot_id} at step {info.step}")
     elif args.command == "snapshots":
-        for info in client.list_snapshots(args.name):
-            print(f"{info.snapshot_id}  step {info.step}  {info.create_time.ToJsonString()}")
+        snapshots = client.list_snapshots(args.model)
+        if args.json:
+            print(json.dumps([record(info) for info in snapshots], indent=2))
+        else:
+            for info in snapshots:
+                print(f"{info.snapshot_id}  step {info.step}  {info.create_time.ToJsonString()}")
     elif args.command == "restore":
-        model = client.restore(args.snapshot_id, args.name)
-        print(f"model {model.name}: restored snapshot {args.snapshot_id}, step {model.step}")
+        model = client.restore(args.snapshot_id, args.model)
+        if args.json:
+            print(json.dumps(record(model), indent=2))
+        else:
+            print(f"model {model.name}: restored snapshot {args.snapshot_id}, step {model.step}")
     return 0

@@ -1,17 +1,16 @@
-"""Terminal input and output of the `hebbian` command: CSV samples, rows, a progress line."""
+"""Terminal input and output of the `hebbian` command: values, input files, rows, progress."""
 
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Iterable, Iterator
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
 
 class InputError(ValueError):
-    """Input samples that cannot be read (the message names the line)."""
+    """Input that cannot be read: bad samples (the message names the file, line and
+    column), a missing file, a bad combination of arguments."""
 
 
 def parse_values(text: str) -> np.ndarray:
@@ -25,42 +24,6 @@ def parse_values(text: str) -> np.ndarray:
         raise InputError(f"--values: {error}") from None
 
 
-def csv_rows(lines: Iterable[str]) -> Iterator[np.ndarray]:
-    """One float32 row per CSV line; skips blank lines, '#' comments and a header line."""
-    width = None
-    for number, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        cells = [cell.strip() for cell in text.split(",")]
-        try:
-            row = np.array([float(cell) for cell in cells], dtype=np.float32)
-        except ValueError:
-            if width is None and number == 1:
-                continue  # a header line
-            raise InputError(f"line {number}: not a row of numbers: {text[:60]!r}") from None
-        if width is not None and row.size != width:
-            raise InputError(f"line {number}: {row.size} values, expected {width}")
-        width = row.size
-        yield row
-
-
-def csv_batches(lines: Iterable[str], batch: int, count: int | None = None) -> Iterator[np.ndarray]:
-    """CSV rows grouped into (<= batch, width) arrays, at most `count` rows in all."""
-    rows: list[np.ndarray] = []
-    sent = 0
-    for row in csv_rows(lines):
-        if count is not None and sent + len(rows) >= count:
-            break
-        rows.append(row)
-        if len(rows) == batch:
-            yield np.stack(rows)
-            sent += len(rows)
-            rows = []
-    if rows:
-        yield np.stack(rows)
-
-
 def open_input(path: str | None) -> IO[str]:
     """The file at `path`, or stdin for None or "-"."""
     if path in (None, "-"):
@@ -71,17 +34,9 @@ def open_input(path: str | None) -> IO[str]:
         raise InputError(f"cannot read {path}: {error.strerror}") from None
 
 
-def read_samples(path: str | None) -> np.ndarray:
-    """Every CSV row of a file (or stdin) as a (n, width) float32 array."""
-    stream = open_input(path)
-    try:
-        rows = list(csv_rows(stream))
-    finally:
-        if stream is not sys.stdin:
-            stream.close()
-    if not rows:
-        raise InputError(f"no samples in {path if path not in (None, '-') else 'stdin'}")
-    return np.stack(rows)
+def source_name(path: str | None) -> str:
+    """How errors name an input: its path, or "stdin"."""
+    return "stdin" if path in (None, "-") else str(path)
 
 
 def format_rows(array: np.ndarray) -> str:
@@ -91,39 +46,79 @@ def format_rows(array: np.ndarray) -> str:
 
 
 class Progress:
-    """A one-line progress indicator on stderr, redrawn with \\r at most 10 times a second.
+    """A progress display on stderr: bar, count, rate, elapsed time and ETA (rich).
 
-    Silent when `enabled` is false (e.g. stderr is not a terminal and --quiet).
+    Shown only when `enabled` and stderr is a terminal (never in pipes, logs or tests);
+    otherwise every method does nothing. Use as a context manager:
+
+        with Progress(total=20000, unit="samples", description="streaming") as progress:
+            progress.update(done, note=f"step {step}")
     """
 
-    def __init__(self, total: int | None, *, enabled: bool = True, stream: IO[str] | None = None):
-        self.total = total
-        self.enabled = enabled
-        self.stream = stream or sys.stderr
-        self.start = time.monotonic()
-        self._last_draw = 0.0
-        self._width = 0
+    def __init__(
+        self, total: int | None, *, unit: str = "samples", description: str = "",
+        enabled: bool = True, refresh_per_second: float = 10,
+    ):
+        self.total, self.unit, self.description = total, unit, description
+        self.refresh_per_second = refresh_per_second
+        self.done = 0  # the last count given to `update`
+        self.enabled = enabled and sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
 
-    def update(self, done: int, step: int, *, force: bool = False) -> None:
-        """Redraws the line for `done` samples sent and acknowledged, model at `step`."""
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self._last_draw < 0.1):
-            return
-        self._last_draw = now
-        elapsed = max(now - self.start, 1e-9)
-        if self.total:
-            filled = int(30 * min(done / self.total, 1.0))
-            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}"
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                MofNCompleteColumn(), _rate_column(self.unit), TimeElapsedColumn(),
+                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
+                console=Console(stderr=True), transient=True,
+                refresh_per_second=self.refresh_per_second,
+                redirect_stdout=False, redirect_stderr=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total, note="")
+        return self
+
+    def update(self, done: int, *, note: str = "", description: str | None = None) -> None:
+        """`done` units so far; `note` is shown after the ETA."""
+        self.done = done
+        if self._bar is not None:
+            fields = {} if description is None else {"description": description}
+            self._bar.update(self._task, completed=done, note=note, **fields)
+
+    def write(self, text: str, file: IO[str]) -> None:
+        """Prints a line to `file` without tearing the display (above it on a terminal)."""
+        if self._bar is not None and file.isatty():
+            self._bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
-            bar = f"{done} samples"
-        line = f"{bar}  {done / elapsed:,.0f} samples/s  step {step}"
-        self.stream.write("\r" + line.ljust(self._width))
-        self._width = len(line)
-        self.stream.flush()
+            print(text, file=file)
 
-    def clear(self) -> None:
-        """Erases the line, so that the next output starts on a clean line."""
-        if self.enabled and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self.stream.flush()
-            self._width = 0
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _rate_column(unit: str) -> Any:
+    """A rich column showing the task's speed as "12,345 <unit>/s"."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} {unit}/s" if speed else f"- {unit}/s")
+
+    return Rate()

@@ -10,14 +10,19 @@ linear stack (row i of the probe's answer = the response to channel i alone).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
+import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import numpy as np
 
-from service.cli_io import InputError, Progress, csv_batches, format_rows, open_input
+from service.cli_csv import CsvFormat, csv_batches, csv_format, csv_rows
+from service.cli_io import InputError, Progress, format_rows, open_input, source_name
 from service.client import HebbianClient, config_from_proto
 from service.synthetic import SyntheticSensor, alignment
 
@@ -30,6 +35,13 @@ _WINDOW = 16
 
 def run_stream(client: HebbianClient, args: argparse.Namespace) -> int:
     """Runs `hebbian stream` with parsed `args`; returns the exit code."""
+    if args.json and args.output == "-":
+        raise InputError("--json prints the summary on stdout: write --output to a file")
+    if not args.synthetic and args.file in (None, "-") and sys.stdin.isatty():
+        raise InputError("no samples: give --file or --synthetic, or pipe CSV rows into stdin")
+    fmt = csv_format(args)
+    # a bad file is refused before anything is sent (and before the server is asked)
+    total = None if args.synthetic else _check_file(args.file, fmt)
     model = client.get_model(args.model)
     name, start_step = model.name, int(model.step)
     sensor = None
@@ -39,47 +51,83 @@ def run_stream(client: HebbianClient, args: argparse.Namespace) -> int:
         count = args.count or DEFAULT_SYNTHETIC_COUNT
         batches = sensor.batches(args.batch, count)
     else:
-        if args.file in (None, "-") and sys.stdin.isatty():
-            raise InputError("no samples: give --file or --synthetic, or pipe CSV rows into stdin")
         source = open_input(args.file)
-        count = args.count
-        batches = csv_batches(source, args.batch, count)
+        count = min(args.count, total) if args.count and total else args.count or total
+        batches = csv_batches(source, args.batch, args.count, fmt, source_name(args.file))
     output = _open_output(args.output)
-    report = sys.stderr if output is sys.stdout else sys.stdout
+    report = sys.stderr if output is sys.stdout or args.json else sys.stdout
     probe = _linear_probe(client, model, name) if sensor is not None else None
-    progress = Progress(count, enabled=not args.quiet and sys.stderr.isatty())
-    if probe and args.report_every:
-        header = f"{'step':>9}  |cos| of row i with component i   subspace"
-        print(header, file=report)
+    reports: list[dict] = []
+    if probe and args.report_every and not args.json:
+        print(f"{'step':>9}  |cos| of row i with component i   subspace", file=report)
     done, step, next_report = 0, start_step, args.report_every
     started = time.monotonic()
+    progress = Progress(count, description=f"model {name}", enabled=not args.quiet)
     try:
-        for result in client.stream_full(batches, model=name, learn=args.learn, window=_WINDOW):
-            done += len(np.atleast_2d(result.activations))
-            step = result.step
-            if output is not None:
-                print(format_rows(result.activations), file=output)
-            progress.update(done, step)
-            if probe and next_report and done >= next_report:
-                progress.clear()
-                weights, probe_step = probe()
-                print(_report_line(probe_step, alignment(weights, sensor.components)), file=report)
-                next_report += args.report_every
+        with progress, _after(lambda: done):
+            for result in client.stream_full(
+                batches, model=name, learn=args.learn, window=_WINDOW
+            ):
+                done += len(np.atleast_2d(result.activations))
+                step = result.step
+                if output is not None:
+                    print(format_rows(result.activations), file=output)
+                progress.update(done, note=f"step {step}")
+                if probe and next_report and done >= next_report:
+                    weights, probe_step = probe()
+                    found = alignment(weights, sensor.components)
+                    reports.append({"step": probe_step, "cosines": list(map(float, found.cosines)),
+                                    "subspace": float(found.subspace)})
+                    if not args.json:
+                        progress.write(_report_line(probe_step, found), report)
+                    next_report += args.report_every
     finally:
         elapsed = time.monotonic() - started
-        progress.clear()
         if source is not None and source is not sys.stdin:
             source.close()
         if output is not None and output is not sys.stdout:
             output.close()
-    print(
-        f"streamed {done} samples in {elapsed:.2f} s ({done / max(elapsed, 1e-9):,.0f} samples/s)"
-        f" to model {name}; step {start_step} -> {step}",
-        file=report,
-    )
+    summary = {
+        "model": name, "samples": done, "seconds": round(elapsed, 6),
+        "samples_per_second": done / max(elapsed, 1e-9), "start_step": start_step, "step": step,
+    }
+    if reports:
+        summary["reports"] = reports
+    if not args.json:
+        print(
+            f"streamed {done} samples in {elapsed:.2f} s ({summary['samples_per_second']:,.0f} "
+            f"samples/s) to model {name}; step {start_step} -> {step}",
+            file=report,
+        )
     if sensor is not None:
-        _synthetic_summary(client, name, sensor, probe, report)
+        summary["synthetic"] = _synthetic_summary(
+            client, name, sensor, probe, None if args.json else report
+        )
+    if args.json:
+        print(json.dumps(summary, indent=2))
     return 0
+
+
+def _check_file(path: str | None, fmt: CsvFormat) -> int | None:
+    """Reads a regular file's samples once, so that a bad line stops the command before
+    anything is sent; returns their count (for the progress display's ETA). None for
+    stdin or a pipe, which are read only once, as they stream."""
+    if path in (None, "-"):
+        return None
+    with open_input(path) as handle:  # a missing file: InputError
+        if not os.path.isfile(path):
+            return None
+        return sum(1 for _ in csv_rows(handle, fmt, source_name(path)))
+
+
+@contextlib.contextmanager
+def _after(done: Callable[[], int]) -> Iterator[None]:
+    """Adds to an input error raised mid-stream how many samples were sent before it."""
+    try:
+        yield
+    except InputError as error:
+        sent = done()
+        raise InputError(f"{error} (the {sent} samples before it were sent and answered)") from None
 
 
 def _open_output(path: str | None) -> IO[str] | None:
@@ -120,40 +168,50 @@ def _report_line(step: int, result: Any) -> str:
 
 
 def _synthetic_summary(
-    client: HebbianClient, name: str, sensor: SyntheticSensor, probe: Any, out: IO[str]
-) -> None:
-    """The model against the sensor's known components, and the server's own statistics."""
+    client: HebbianClient, name: str, sensor: SyntheticSensor, probe: Any, out: IO[str] | None
+) -> dict:
+    """The model against the sensor's known components, and the server's own statistics;
+    printed to `out` (None: not printed), returned as JSON data."""
+
+    def say(line: str) -> None:
+        if out is not None:
+            print(line, file=out)
+
+    summary: dict[str, Any] = {
+        "channels": sensor.channels, "seed": sensor.seed,
+        "eigenvalues": [float(v) for v in sensor.eigenvalues],
+    }
     variances = ", ".join(f"{v:.3g}" for v in sensor.eigenvalues[:5])
-    print(
-        f"synthetic sensor: {sensor.channels} channels, seed {sensor.seed}, "
-        f"covariance eigenvalues {variances}, ...",
-        file=out,
-    )
+    say(f"synthetic sensor: {sensor.channels} channels, seed {sensor.seed}, "
+        f"covariance eigenvalues {variances}, ...")
     model = client.get_model(name)
     if probe is None:
-        print("the model is not linear: no comparison with the components", file=out)
+        say("the model is not linear: no comparison with the components")
     else:
         result = alignment(probe()[0], sensor.components)
         rules = ",".join(layer.rule or "oja" for layer in model.config.layers)
-        print(
-            f"weights (identity probe, inference only) vs the known components, rule {rules}:",
-            file=out,
-        )
-        print("  unit   |cos(row, component)|   row norm", file=out)
+        say(f"weights (identity probe, inference only) vs the known components, rule {rules}:")
+        say("  unit   |cos(row, component)|   row norm")
         for unit, (cosine, norm) in enumerate(zip(result.cosines, result.norms, strict=True)):
-            print(f"  {unit:>4}   {cosine:>21.4f}   {norm:>8.4f}", file=out)
+            say(f"  {unit:>4}   {cosine:>21.4f}   {norm:>8.4f}")
         units = len(result.cosines)
         share = sensor.eigenvalues[:units].sum() / sensor.eigenvalues.sum()
-        print(
-            f"  top-{units} principal subspace captured: {result.subspace:.4f} "
-            f"(those components hold {share:.1%} of the variance)",
-            file=out,
+        say(f"  top-{units} principal subspace captured: {result.subspace:.4f} "
+            f"(those components hold {share:.1%} of the variance)")
+        summary.update(
+            cosines=[float(c) for c in result.cosines], norms=[float(n) for n in result.norms],
+            subspace=float(result.subspace), variance_share=float(share),
         )
+    layers = []
     for index, stats in enumerate(model.layer_stats):
         figures = [
             ("explained variance", stats.explained_variance),
             ("orthonormality error", stats.orthonormality_error),
         ]
-        shown = ", ".join(f"{label} {v:.4f}" for label, v in figures if math.isfinite(v))
+        finite = [(label, float(v)) for label, v in figures if math.isfinite(v)]
+        layers.append({label.replace(" ", "_"): v for label, v in finite})
+        shown = ", ".join(f"{label} {v:.4f}" for label, v in finite)
         if shown:
-            print(f"server's running estimates (GetModel), layer {index}: {shown}", file=out)
+            say(f"server's running estimates (GetModel), layer {index}: {shown}")
+    summary["server_estimates"] = layers
+    return summary

@@ -1,14 +1,24 @@
 """Python client of the Hebbian service (`hebbian.v1.HebbianService`).
 
-Samples travel as raw little-endian float32 bytes (`Tensor.raw`), the fast encoding;
-activations come back the same way. Every failure surfaces as `HebbianError` (with
-the gRPC status code and the server's message); an unreachable server raises its
-subclass `ServerUnavailableError` after at most `connect_timeout` seconds.
+Samples travel as raw little-endian float32 bytes (`Tensor.raw`, `service.client_codec`),
+the fast encoding; activations come back the same way. Every failure surfaces as
+`HebbianError` (with the gRPC status code and the server's message); an unreachable
+server raises its subclass `ServerUnavailableError` after at most `connect_timeout`
+seconds.
 
     with HebbianClient("127.0.0.1:50051") as client:
         y = client.process(np.random.rand(8, 16))            # (8, 4) activations; learns
+        y1 = client.learn_one(x)                             # one sample, learns
+        p = client.predict_one(x)                            # one sample, inference only
         for result in client.stream_full(batches, model="default"):
             print(result.step, result.activations.shape)
+
+Surviving a restart of the server: reads and `Process` calls are resent by gRPC's own
+retry policy on UNAVAILABLE (`service.client_retry`; every learning Process call carries
+a request id, so a resend is applied once), and once connected, calls wait for a restarting server
+(`wait_for_ready`) within their deadline. `stream_full` resumes a broken stream on a new
+call, resending the unanswered messages with their request ids (`service.client_resume`).
+`AsyncHebbianClient` (`service.client_aio`) has the same surface for asyncio.
 
 This module imports neither TensorFlow nor the server.
 """
@@ -16,9 +26,9 @@ This module imports neither TensorFlow nor the server.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +36,24 @@ import grpc
 import numpy as np
 
 from service.api import hebbian_pb2, hebbian_pb2_grpc
+from service.client_codec import (  # re-exported: the client's public names
+    ProcessResult,
+    config_from_proto,
+    config_to_proto,
+    decode_tensor,
+    encode_samples,
+    process_result,
+)
+from service.client_resume import Message, Outbox, Reconnect, StreamOutOfOrderError
+from service.client_retry import channel_options
+
+__all__ = [
+    "DEFAULT_TARGET", "ClientSurface", "HebbianClient", "HebbianError", "ProcessResult",
+    "ServerUnavailableError", "config_from_proto", "config_to_proto", "decode_tensor",
+    "encode_samples", "process_result", "tls_credentials",
+]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
-_LITTLE_F32 = np.dtype("<f4")
 
 
 class HebbianError(Exception):
@@ -65,22 +90,6 @@ class ServerUnavailableError(HebbianError):
         return self.details
 
 
-@dataclass(frozen=True)
-class ProcessResult:
-    """One answer of Process or of one StreamProcess message.
-
-    `activations` has shape (n, output_width), or (output_width,) when the samples
-    were sent as a single 1-D sample. `skipped` lists the learning samples whose
-    update would have made a weight non-finite (not applied).
-    """
-
-    activations: np.ndarray
-    step: int
-    model: str
-    request_id: str
-    skipped: tuple[int, ...]
-
-
 def tls_credentials(
     ca: str | Path | None = None, cert: str | Path | None = None, key: str | Path | None = None
 ) -> grpc.ChannelCredentials:
@@ -110,76 +119,159 @@ def tls_credentials(
     )
 
 
-def encode_samples(samples: Any) -> hebbian_pb2.Tensor:
-    """A (n, width) or (width,) array-like as a raw little-endian float32 `Tensor`."""
-    array = np.ascontiguousarray(samples, dtype=_LITTLE_F32)
-    if array.ndim == 1:
-        array = array[None, :]
-    if array.ndim != 2:
-        raise ValueError(f"samples must be 1-D or 2-D; got shape {array.shape}")
-    return hebbian_pb2.Tensor(shape=list(array.shape), raw=array.tobytes())
+def new_request_id() -> str:
+    """A random request id (the clients give one to every learning Process call without
+    one)."""
+    return uuid.uuid4().hex
 
 
-def decode_tensor(tensor: hebbian_pb2.Tensor) -> np.ndarray:
-    """A `Tensor` (raw or values) as a float32 numpy array of its shape."""
-    if tensor.raw:
-        array = np.frombuffer(tensor.raw, dtype=_LITTLE_F32).astype(np.float32)
-    else:
-        array = np.asarray(tensor.values, dtype=np.float32)
-    shape = tuple(tensor.shape) or (array.size,)
-    return array.reshape(shape)
+def process_request(
+    samples: Any, *, learn: bool, model: str, request_id: str
+) -> hebbian_pb2.ProcessRequest:
+    """The `ProcessRequest` of `samples`; a learning request without an id gets a fresh
+    one, so that a resend is applied once (inference changes nothing: no id needed)."""
+    return hebbian_pb2.ProcessRequest(
+        model=model, samples=encode_samples(samples), learn=learn,
+        request_id=request_id or (new_request_id() if learn else ""),
+    )
 
 
-_LAYER_FIELDS = {field.name: field for field in hebbian_pb2.LayerConfig.DESCRIPTOR.fields}
+def stream_messages(
+    batches: Iterable[Any], *, model: str, learn: bool, prefix: str
+) -> Iterator[Message]:
+    """The messages of a stream: batch i gets the request id "<prefix>:<i>"."""
+    for index, batch in enumerate(batches):
+        yield stream_message(index, batch, model=model, learn=learn, prefix=prefix)
 
 
-def config_to_proto(config: Any) -> hebbian_pb2.ModelConfig:
-    """A model config as `ModelConfig`.
+def stream_message(index: int, batch: Any, *, model: str, learn: bool, prefix: str) -> Message:
+    """Message number `index` of a stream, with the request id "<prefix>:<index>"."""
+    request_id = f"{prefix}:{index}"
+    request = hebbian_pb2.StreamProcessRequest(
+        model=model, samples=encode_samples(batch), learn=learn, request_id=request_id
+    )
+    return Message(request, request_id, np.ndim(batch) == 1)
 
-    Accepts `{"input_dim": int, "layers": [{"units": 4, "rule": "sanger", ...}, ...]}`
-    (the `StackConfig.to_dict()` form), a `StackConfig`, or a `ModelConfig`. Layer keys
-    are the `Hebbian` layer's arguments; None values are left unset. A key the API
-    does not carry raises ValueError naming it.
+
+def new_stream_prefix() -> str:
+    """A random prefix for a stream's request ids."""
+    return uuid.uuid4().hex[:16]
+
+
+def auth_metadata(
+    metadata: Sequence[tuple[str, str]] | None, token: str | None
+) -> tuple[tuple[str, str], ...]:
+    """The metadata sent with every call: `metadata`, plus the bearer token if any."""
+    pairs = tuple(metadata or ())
+    return pairs + ((("authorization", f"Bearer {token}"),) if token else ())
+
+
+class ClientSurface:
+    """The unary methods both clients share, written once.
+
+    Each builds its request and hands it to `_unary(method, request, extract)`, which the
+    blocking client runs at once (returning `extract(response)`) and the asyncio client
+    returns as a coroutine (awaiting gives `extract(response)`).
     """
-    if isinstance(config, hebbian_pb2.ModelConfig):
-        return config
-    if hasattr(config, "to_dict"):
-        config = config.to_dict()
-    if not isinstance(config, Mapping) or "input_dim" not in config or "layers" not in config:
-        raise ValueError("a model config needs input_dim and layers")
-    proto = hebbian_pb2.ModelConfig(input_dim=int(config["input_dim"]),
-                                    engine=config.get("engine") or "")
-    for index, layer in enumerate(config["layers"]):
-        message = proto.layers.add()
-        for key, value in dict(layer).items():
-            if key not in _LAYER_FIELDS:
-                raise ValueError(f"layer {index}: setting {key!r} is not part of the API")
-            if value is not None:
-                setattr(message, key, value)
-    return proto
+
+    def _unary(self, method: str, request: Any, extract: Callable[[Any], Any]) -> Any:
+        raise NotImplementedError
+
+    # -- samples ----------------------------------------------------------------------
+
+    def process_full(
+        self, samples: Any, *, learn: bool = True, model: str = "", request_id: str = ""
+    ) -> ProcessResult:
+        """Sends samples to `model` (empty: the default); returns activations and step.
+
+        With `learn=False` the samples are inference only and the state is untouched.
+        Without a `request_id` a learning call gets a random one, so that gRPC's retry
+        policy can resend it safely (the server applies an id once).
+        """
+        request = process_request(samples, learn=learn, model=model, request_id=request_id)
+        single = np.ndim(samples) == 1
+        return self._unary("Process", request, lambda r: process_result(r, single=single))
+
+    def process(
+        self, samples: Any, learn: bool = True, model: str = "", request_id: str = ""
+    ) -> np.ndarray:
+        """Activations of `samples` ((n, width) -> (n, out); (width,) -> (out,))."""
+        request = process_request(samples, learn=learn, model=model, request_id=request_id)
+        single = np.ndim(samples) == 1
+        return self._unary(
+            "Process", request, lambda r: process_result(r, single=single).activations
+        )
+
+    def learn_one(self, x: Any, model: str = "", request_id: str = "") -> np.ndarray:
+        """Learns from one sample `x` (width,): the model's state is updated.
+
+        Returns the sample's activations (out,), computed with the weights as they were
+        when it arrived (River's `learn_one`, which returns nothing, plus the answer the
+        server gives anyway).
+        """
+        return self.process(_one(x), learn=True, model=model, request_id=request_id)
+
+    def predict_one(self, x: Any, model: str = "") -> np.ndarray:
+        """Activations (out,) of one sample `x` (width,), inference only: the state is
+        untouched."""
+        return self.process(_one(x), learn=False, model=model)
+
+    # -- models -----------------------------------------------------------------------
+
+    def create_model(self, name: str, config: Any) -> hebbian_pb2.Model:
+        """Creates a model; `config` as accepted by `config_to_proto`."""
+        request = hebbian_pb2.CreateModelRequest(name=name, config=config_to_proto(config))
+        return self._unary("CreateModel", request, lambda r: r.model)
+
+    def get_model(self, name: str = "") -> hebbian_pb2.Model:
+        """A model's config, step and live statistics (empty name: the default model)."""
+        return self._unary("GetModel", hebbian_pb2.GetModelRequest(name=name), lambda r: r.model)
+
+    def list_models(self) -> list[hebbian_pb2.Model]:
+        """Every model, sorted by name."""
+        return self._unary(
+            "ListModels", hebbian_pb2.ListModelsRequest(), lambda r: list(r.models)
+        )
+
+    def delete_model(self, name: str) -> None:
+        """Deletes a model and its state."""
+        return self._unary(
+            "DeleteModel", hebbian_pb2.DeleteModelRequest(name=name), lambda r: None
+        )
+
+    def reset(self, name: str = "", seed: int | None = None) -> hebbian_pb2.Model:
+        """Re-initialises a model's weights (new `seed`, or each layer's own); step -> 0."""
+        request = hebbian_pb2.ResetRequest(name=name)
+        if seed is not None:
+            request.seed = int(seed)
+        return self._unary("Reset", request, lambda r: r.model)
+
+    def snapshot(self, name: str = "", include_weights: bool = False) -> Any:
+        """Persists a model's state now; returns the `SnapshotResponse` (with each layer's
+        full state when `include_weights`)."""
+        request = hebbian_pb2.SnapshotRequest(name=name, include_weights=include_weights)
+        return self._unary("Snapshot", request, lambda r: r)
+
+    def list_snapshots(self, name: str = "") -> list[hebbian_pb2.SnapshotInfo]:
+        """A model's kept snapshots, oldest first."""
+        request = hebbian_pb2.ListSnapshotsRequest(name=name)
+        return self._unary("ListSnapshots", request, lambda r: list(r.snapshots))
+
+    def restore(self, snapshot_id: str, name: str = "") -> hebbian_pb2.Model:
+        """Returns a model to the state of one of its snapshots."""
+        request = hebbian_pb2.RestoreRequest(name=name, snapshot_id=snapshot_id)
+        return self._unary("Restore", request, lambda r: r.model)
 
 
-def config_from_proto(proto: hebbian_pb2.ModelConfig) -> dict:
-    """Inverse of `config_to_proto`: only the settings the message sets."""
-    layers = []
-    for message in proto.layers:
-        layer = {}
-        for name, field in _LAYER_FIELDS.items():
-            value = getattr(message, name)
-            if field.has_presence:
-                if message.HasField(name):
-                    layer[name] = value
-            elif value:
-                layer[name] = value
-        layers.append(layer)
-    config = {"input_dim": int(proto.input_dim), "layers": layers}
-    if proto.engine:
-        config["engine"] = proto.engine
-    return config
+def _one(x: Any) -> np.ndarray:
+    sample = np.asarray(x, dtype=np.float32)
+    if sample.ndim != 1:
+        raise ValueError(f"one sample is 1-D (width,); got shape {sample.shape}")
+    return sample
 
 
-class HebbianClient:
-    """A connection to one Hebbian server.
+class HebbianClient(ClientSurface):
+    """A connection to one Hebbian server (blocking calls).
 
     Args:
       target: "host:port" of the server.
@@ -190,6 +282,12 @@ class HebbianClient:
       token: bearer token, sent as `authorization: Bearer <token>` with every call.
       connect_timeout: how long the first call waits for a connection before it
         raises `ServerUnavailableError` (a refused connection fails at once).
+      wait_for_ready: whether a call waits for an unreachable server to come back (within
+        its deadline) instead of failing at once with UNAVAILABLE. None (default): not
+        before the first connection (a wrong address fails fast), always after it (a
+        restarting server is waited for).
+      reconnect_timeout: how long `stream_full` keeps trying to resume a broken stream
+        without getting an answer before it raises `ServerUnavailableError`.
     """
 
     def __init__(
@@ -201,14 +299,16 @@ class HebbianClient:
         metadata: Sequence[tuple[str, str]] | None = None,
         token: str | None = None,
         connect_timeout: float = 5.0,
+        wait_for_ready: bool | None = None,
+        reconnect_timeout: float = 120.0,
     ):
         self.target = target
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._metadata = tuple(metadata or ())
-        if token:
-            self._metadata += (("authorization", f"Bearer {token}"),)
-        options = [("grpc.max_receive_message_length", -1)]  # the server bounds its answers
+        self.wait_for_ready = wait_for_ready
+        self.reconnect_timeout = reconnect_timeout
+        self._metadata = auth_metadata(metadata, token)
+        options = channel_options()
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=options)
         else:
@@ -254,45 +354,26 @@ class HebbianClient:
         finally:
             self._channel.unsubscribe(on_change)
         if outcome[:1] != [grpc.ChannelConnectivity.READY]:
-            reason = (
-                f"no answer within {timeout:g} s"
-                if not done.is_set()
-                else "connection refused or failed"
-            )
-            raise ServerUnavailableError(self.target, reason)
+            raise ServerUnavailableError(self.target, connect_failure(done.is_set(), timeout))
         self._connected = True
 
-    def _call(self, method: Any, request: Any) -> Any:
-        if not self._connected:
+    def _ensure_connected(self) -> bool:
+        """Connects first unless calls wait anyway; returns the calls' `wait_for_ready`."""
+        if self.wait_for_ready is None and not self._connected:
             self.connect()
+        return self.wait_for_ready is not False
+
+    def _unary(self, method: str, request: Any, extract: Callable[[Any], Any]) -> Any:
+        wait = self._ensure_connected()
         try:
-            return method(
-                request, timeout=self.timeout, metadata=self._metadata, wait_for_ready=False
+            response = getattr(self._stub, method)(
+                request, timeout=self.timeout, metadata=self._metadata, wait_for_ready=wait
             )
         except grpc.RpcError as error:
             raise HebbianError.from_rpc_error(error, self.target) from None
+        return extract(response)
 
-    # -- samples ----------------------------------------------------------------------
-
-    def process_full(
-        self, samples: Any, *, learn: bool = True, model: str = "", request_id: str = ""
-    ) -> ProcessResult:
-        """Sends samples to `model` (empty: the default); returns activations and step.
-
-        With `learn=False` the samples are inference only and the state is untouched.
-        """
-        request = hebbian_pb2.ProcessRequest(
-            model=model, samples=encode_samples(samples), learn=learn, request_id=request_id
-        )
-        response = self._call(self._stub.Process, request)
-        return _result(response, single=np.ndim(samples) == 1)
-
-    def process(
-        self, samples: Any, learn: bool = True, model: str = "", request_id: str = ""
-    ) -> np.ndarray:
-        """Activations of `samples` ((n, width) -> (n, out); (width,) -> (out,))."""
-        result = self.process_full(samples, learn=learn, model=model, request_id=request_id)
-        return result.activations
+    # -- streams ----------------------------------------------------------------------
 
     def stream_full(
         self,
@@ -302,46 +383,57 @@ class HebbianClient:
         learn: bool = True,
         window: int | None = None,
         id_prefix: str | None = None,
+        resume: bool = True,
     ) -> Iterator[ProcessResult]:
-        """Streams `batches` (each (n, width) or (width,)) over one StreamProcess call.
+        """Streams `batches` (each (n, width) or (width,)) over StreamProcess.
 
         Yields one `ProcessResult` per batch, in order, as the server answers; the
         request id of batch i is "<id_prefix>:<i>", with a fresh random prefix unless
-        one is given (the server answers a repeated id of a model with its first answer,
-        without applying it again, so resending a stream with the same prefix after a
-        failure is safe). `window` bounds the batches sent but not yet
-        answered (None: only gRPC flow control bounds them, so the server may be far
-        ahead of the answers read so far). Stopping the iteration cancels the stream.
+        one is given. `window` bounds the batches sent but not yet answered (None: only
+        gRPC flow control bounds them, so the server may be far ahead of the answers read
+        so far). Stopping the iteration cancels the stream.
+
+        With `resume` (default), a stream broken by UNAVAILABLE (the server restarted,
+        the connection dropped) goes on over a new call: the unanswered batches are sent
+        again with their request ids, and the server answers the ones it had already
+        applied with their first answers, so every batch is applied and yielded exactly
+        once. It gives up with `ServerUnavailableError` after `reconnect_timeout` seconds
+        without an answer. An exception raised by `batches` ends the stream after the
+        answers to the batches before it, then propagates.
         """
-        if not self._connected:
-            self.connect()
-        singles: list[bool] = []
-        prefix = id_prefix if id_prefix is not None else uuid.uuid4().hex[:16]
-        slots = threading.Semaphore(window) if window else None
-        finished = threading.Event()
-
-        def requests() -> Iterator[hebbian_pb2.StreamProcessRequest]:
-            for index, batch in enumerate(batches):
-                while slots is not None and not slots.acquire(timeout=0.1):
-                    if finished.is_set():
-                        return
-                singles.append(np.ndim(batch) == 1)
-                yield hebbian_pb2.StreamProcessRequest(
-                    model=model, samples=encode_samples(batch), learn=learn,
-                    request_id=f"{prefix}:{index}",
-                )
-
-        call = self._stub.StreamProcess(requests(), metadata=self._metadata, wait_for_ready=False)
-        try:
-            for index, response in enumerate(call):
-                if slots is not None:
-                    slots.release()
-                yield _result(response, single=singles[index])
-        except grpc.RpcError as error:
-            raise HebbianError.from_rpc_error(error, self.target) from None
-        finally:
-            finished.set()
-            call.cancel()
+        self._ensure_connected()
+        prefix = id_prefix if id_prefix is not None else new_stream_prefix()
+        outbox = Outbox(stream_messages(batches, model=model, learn=learn, prefix=prefix), window)
+        reconnect = Reconnect(
+            self.reconnect_timeout, lambda why: ServerUnavailableError(self.target, why)
+        )
+        while True:
+            attempt = outbox.attempt()
+            call = self._stub.StreamProcess(
+                outbox.requests(attempt), metadata=self._metadata,
+                wait_for_ready=self.wait_for_ready is not False or reconnect.attempts > 0,
+            )
+            try:
+                for response in call:
+                    message = outbox.answer(response.request_id)
+                    reconnect.progress()
+                    yield process_result(response, single=message.single)
+                outbox.finish()
+                return
+            except grpc.RpcError as error:
+                if not (resume and error.code() == grpc.StatusCode.UNAVAILABLE):
+                    raise HebbianError.from_rpc_error(error, self.target) from None
+                reason = error.details() or "UNAVAILABLE"
+            except StreamOutOfOrderError as error:
+                raise HebbianError(grpc.StatusCode.INTERNAL, str(error)) from None
+            finally:
+                attempt.close()
+                call.cancel()
+            time.sleep(reconnect.backoff(reason))
+            try:  # the new call waits for the server; this bounds how long
+                grpc.channel_ready_future(self._channel).result(timeout=reconnect.remaining())
+            except grpc.FutureTimeoutError:
+                raise reconnect.gave_up(reason) from None
 
     def stream(
         self, batches: Iterable[Any], model: str = "", learn: bool = True
@@ -350,57 +442,7 @@ class HebbianClient:
         for result in self.stream_full(batches, model=model, learn=learn):
             yield result.activations
 
-    # -- models -----------------------------------------------------------------------
 
-    def create_model(self, name: str, config: Any) -> hebbian_pb2.Model:
-        """Creates a model; `config` as accepted by `config_to_proto`."""
-        request = hebbian_pb2.CreateModelRequest(name=name, config=config_to_proto(config))
-        return self._call(self._stub.CreateModel, request).model
-
-    def get_model(self, name: str = "") -> hebbian_pb2.Model:
-        """A model's config, step and live statistics (empty name: the default model)."""
-        return self._call(self._stub.GetModel, hebbian_pb2.GetModelRequest(name=name)).model
-
-    def list_models(self) -> list[hebbian_pb2.Model]:
-        """Every model, sorted by name."""
-        return list(self._call(self._stub.ListModels, hebbian_pb2.ListModelsRequest()).models)
-
-    def delete_model(self, name: str) -> None:
-        """Deletes a model and its state."""
-        self._call(self._stub.DeleteModel, hebbian_pb2.DeleteModelRequest(name=name))
-
-    def reset(self, name: str = "", seed: int | None = None) -> hebbian_pb2.Model:
-        """Re-initialises a model's weights (new `seed`, or each layer's own); step -> 0."""
-        request = hebbian_pb2.ResetRequest(name=name)
-        if seed is not None:
-            request.seed = int(seed)
-        return self._call(self._stub.Reset, request).model
-
-    def snapshot(self, name: str = "", include_weights: bool = False):
-        """Persists a model's state now; returns the `SnapshotResponse` (with each layer's
-        full state when `include_weights`)."""
-        request = hebbian_pb2.SnapshotRequest(name=name, include_weights=include_weights)
-        return self._call(self._stub.Snapshot, request)
-
-    def list_snapshots(self, name: str = "") -> list[hebbian_pb2.SnapshotInfo]:
-        """A model's kept snapshots, oldest first."""
-        request = hebbian_pb2.ListSnapshotsRequest(name=name)
-        return list(self._call(self._stub.ListSnapshots, request).snapshots)
-
-    def restore(self, snapshot_id: str, name: str = "") -> hebbian_pb2.Model:
-        """Returns a model to the state of one of its snapshots."""
-        request = hebbian_pb2.RestoreRequest(name=name, snapshot_id=snapshot_id)
-        return self._call(self._stub.Restore, request).model
-
-
-def _result(response: Any, *, single: bool) -> ProcessResult:
-    activations = decode_tensor(response.activations)
-    if single and activations.ndim == 2 and activations.shape[0] == 1:
-        activations = activations[0]
-    return ProcessResult(
-        activations=activations,
-        step=int(response.step),
-        model=response.model,
-        request_id=response.request_id,
-        skipped=tuple(int(i) for i in response.skipped_samples),
-    )
+def connect_failure(answered: bool, timeout: float) -> str:
+    """Why connecting failed: refused (`answered`) or no answer within `timeout`."""
+    return "connection refused or failed" if answered else f"no answer within {timeout:g} s"

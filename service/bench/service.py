@@ -18,10 +18,10 @@ and the engine seconds of those batches (from its /metrics: how well adaptive
 micro-batching works and what share of the CPU the maths takes), and the ratio
 service/echo. Then a server with the
 default model is started `--repeats` times for start-to-readiness time and peak RSS.
-Progress goes to stderr; the result to stdout as a table with PASS/FAIL per target, or
-JSON (`--json`). With `--target` it measures a running server instead (no CPU/RSS
-unless `--server-pid`, no micro-batches unless `--server-metrics`, no fsync comparison,
-no start-up figures).
+Progress goes to stderr (with rate and ETA on a terminal); the result to stdout as a table
+with PASS/FAIL per target, or JSON (`--json`). With `--target` it measures a running
+server instead (no CPU/RSS unless `--server-pid`, no micro-batches unless
+`--server-metrics`, no fsync comparison, no start-up figures).
 
     hebbian bench [--json] [--repeats 3] [--duration 2] [--target HOST:PORT] ...
 """
@@ -44,6 +44,7 @@ import grpc
 
 from service.bench import load
 from service.bench.procs import EchoProcess, ServeProcess, micro_batches, serve_flags, usage
+from service.cli_io import Progress
 
 INPUT_DIM, UNITS, RULE = 256, 64, "oja"
 DEFAULT_MODEL_INPUT_DIM = 16  # the embedded default model, 16 -> 4 sanger
@@ -182,20 +183,26 @@ def run_scenarios(
 ) -> dict:
     """Every scenario against its service and the echo, interleaved, `repeats` times."""
     runs: dict[str, dict[str, list[dict]]] = {s.key: {"service": [], "echo": []} for s in scenarios}
-    for repeat in range(repeats):
-        for scenario in scenarios:
-            sides = [("service", servers[scenario.server]), ("echo", echo)]
-            if repeat % 2:  # alternate who goes first
-                sides.reverse()
-            for side, (target, pid, metrics_url) in sides:
-                figures = bench.run(scenario, target, pid, metrics_url)
-                runs[scenario.key][side].append(figures)
-                _progress(
-                    f"[{repeat + 1}/{repeats}] {scenario.key:<24} {side:<7} "
-                    f"{figures['samples_per_s']:>10,.0f} samples/s "
-                    f"{figures['messages_per_s']:>8,.0f} msg/s  p50 {figures['p50_ms']:7.2f} ms"
-                    f"  p99 {figures['p99_ms']:7.2f} ms"
-                )
+    total = repeats * len(scenarios) * 2
+    # rate and ETA on a terminal; redrawn once a second, so the client's CPU is not its cost
+    with Progress(total, unit="runs", refresh_per_second=1) as progress:
+        for repeat in range(repeats):
+            for scenario in scenarios:
+                sides = [("service", servers[scenario.server]), ("echo", echo)]
+                if repeat % 2:  # alternate who goes first
+                    sides.reverse()
+                for side, (target, pid, metrics_url) in sides:
+                    progress.update(progress.done, description=f"{scenario.key} {side}")
+                    figures = bench.run(scenario, target, pid, metrics_url)
+                    runs[scenario.key][side].append(figures)
+                    progress.write(
+                        f"[{repeat + 1}/{repeats}] {scenario.key:<24} {side:<7} "
+                        f"{figures['samples_per_s']:>10,.0f} samples/s "
+                        f"{figures['messages_per_s']:>8,.0f} msg/s  p50 "
+                        f"{figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms",
+                        sys.stderr,
+                    )
+                    progress.update(progress.done + 1)
     results = {}
     for scenario in scenarios:
         service = _median(runs[scenario.key]["service"])

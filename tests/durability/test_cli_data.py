@@ -3,6 +3,7 @@ and the offline check-data report."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import grpc
@@ -37,8 +38,11 @@ def test_export_snapshot_restore_and_check_data(tmp_path):
         assert snapshot_id in listed.stdout
 
         out = tmp_path / "default.keras"
-        exported = hebbian("export", "--out", str(out), target=server.target)
+        exported = hebbian("export", "-m", "default", "--out", str(out), "--json",
+                           target=server.target)
         assert exported.returncode == 0, exported.stderr
+        answer = json.loads(exported.stdout)
+        assert (answer["model"], answer["step"], answer["path"]) == ("default", 250, str(out))
         from service.model import Hebbian  # registers the layer class with Keras
 
         model = keras.models.load_model(out, custom_objects={"Hebbian": Hebbian})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -14,6 +15,7 @@ from service.client import (
     ServerUnavailableError,
     config_from_proto,
 )
+from service.client_aio import AsyncHebbianClient
 from tests.server_process import free_port
 
 SMALL = {"input_dim": 6, "layers": [{"units": 3, "rule": "sanger", "learning_rate": 0.01,
@@ -183,4 +185,138 @@ def test_an_unreachable_server_raises_server_unavailable_at_once():
         pytest.raises(ServerUnavailableError, match="cannot reach the Hebbian server"),
     ):
         client.list_models()
+    assert time.monotonic() - started < 5
+
+
+def test_learn_one_learns_one_sample_and_predict_one_leaves_the_state(client, small_model):
+    x = samples(1, 6, seed=8)[0]
+
+    learned = client.learn_one(x, model=small_model)
+    after_learning = client.get_model(small_model).step
+    predicted = client.predict_one(x, model=small_model)
+    again = client.predict_one(x, model=small_model)
+
+    assert learned.shape == predicted.shape == (3,)
+    assert after_learning == 1
+    assert client.get_model(small_model).step == 1
+    np.testing.assert_array_equal(predicted, again)
+    assert not np.array_equal(learned, predicted)  # the weights moved after learning x
+
+
+def test_learn_one_refuses_a_batch(client, small_model):
+    with pytest.raises(ValueError, match="1-D"):
+        client.learn_one(samples(2, 6), model=small_model)
+    assert client.get_model(small_model).step == 0
+
+
+def test_every_learning_process_call_gets_a_request_id_so_that_a_resend_is_applied_once(
+    client
+):
+    first = client.process_full(samples(2, seed=9))
+    assert len(first.request_id) == 32
+    assert client.process_full(samples(2, seed=9), learn=False).request_id == ""
+
+    again = client.process_full(samples(2, seed=9), request_id=first.request_id)
+
+    assert again.step == first.step == client.get_model().step
+    np.testing.assert_array_equal(again.activations, first.activations)
+
+
+def test_an_exception_of_the_batches_ends_the_stream_after_the_answers_before_it(
+    client, small_model
+):
+    def batches():
+        yield samples(2, 6)
+        yield samples(3, 6)
+        raise ValueError("bad.csv, line 7, column 2: not a number: 'x'")
+
+    answered = []
+    with pytest.raises(ValueError, match="line 7, column 2"):
+        for result in client.stream_full(batches(), model=small_model):
+            answered.append(result.step)
+
+    assert answered == [2, 5]
+    assert client.get_model(small_model).step == 5
+
+
+# -- the asyncio client: the same surface ---------------------------------------------
+
+
+def run_async(coroutine_function, target: str):
+    async def main():
+        async with AsyncHebbianClient(target, timeout=30) as client:
+            return await coroutine_function(client)
+
+    return asyncio.run(main())
+
+
+def test_the_asyncio_client_processes_learns_one_and_predicts_one(hebbian_server, small_model):
+    x = samples(1, 6, seed=4)[0]
+
+    async def scenario(client):
+        full = await client.process_full(samples(5, 6), model=small_model, request_id="a-1")
+        one = await client.learn_one(x, model=small_model)
+        peek = await client.predict_one(x, model=small_model)
+        return full, one, peek, (await client.get_model(small_model)).step
+
+    full, one, peek, step = run_async(scenario, hebbian_server.target)
+
+    assert full.activations.shape == (5, 3)
+    assert (full.step, full.request_id, full.model) == (5, "a-1", small_model)
+    assert one.shape == peek.shape == (3,)
+    assert step == 6
+
+
+def test_the_asyncio_stream_equals_the_blocking_one(client, hebbian_server, small_model):
+    batches = [samples(n, 6, seed=20 + n) for n in (4, 1, 16)]
+    blocking = list(client.stream_full(batches, model=small_model, id_prefix="b"))
+    client.reset(small_model, seed=7)
+
+    async def source():
+        for batch in batches:
+            yield batch
+
+    async def scenario(client):
+        return [r async for r in client.stream_full(source(), model=small_model, id_prefix="b",
+                                                    window=2)]
+
+    streamed = run_async(scenario, hebbian_server.target)
+
+    assert [r.request_id for r in streamed] == ["b:0", "b:1", "b:2"]
+    assert [r.step for r in streamed] == [r.step for r in blocking] == [4, 5, 21]
+    for got, want in zip(streamed, blocking, strict=True):
+        np.testing.assert_allclose(got.activations, want.activations, rtol=1e-6, atol=1e-7)
+
+
+def test_the_asyncio_client_manages_models_and_reports_statuses(hebbian_server):
+    async def scenario(client):
+        created = await client.create_model("client-aio", SMALL)
+        names = [m.name for m in await client.list_models()]
+        with pytest.raises(HebbianError) as invalid:
+            await client.process(samples(1, 5), model="client-aio")
+        await client.snapshot("client-aio")
+        snapshots = await client.list_snapshots("client-aio")
+        reset = await client.reset("client-aio", seed=2)
+        await client.delete_model("client-aio")
+        with pytest.raises(HebbianError) as missing:
+            await client.get_model("client-aio")
+        return created, names, invalid.value, snapshots, reset, missing.value
+
+    created, names, invalid, snapshots, reset, missing = run_async(
+        scenario, hebbian_server.target)
+
+    assert created.name == "client-aio" and "client-aio" in names
+    assert invalid.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(snapshots) >= 1
+    assert reset.step == 0
+    assert missing.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_an_unreachable_server_fails_the_asyncio_client_at_once():
+    async def scenario(client):
+        with pytest.raises(ServerUnavailableError, match="cannot reach the Hebbian server"):
+            await client.list_models()
+
+    started = time.monotonic()
+    run_async(scenario, f"127.0.0.1:{free_port()}")
     assert time.monotonic() - started < 5
