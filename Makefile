@@ -10,7 +10,7 @@ CHECKOV := .tools/checkov/bin/checkov
 PROMETHEUS := .tools/.prometheus-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test serve lint proto bench bench-engine clean test-image
+.PHONY: test serve lint proto deploy-rules lock bench bench-engine clean test-image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ serve: $(STAMP)
 ## proto: regenerate service/api/ from protos/ (a unit test fails when they drift)
 proto: $(STAMP)
 	$(BIN)/python -m service.api.generate
+
+## deploy-rules: regenerate deploy/k8s/prometheusrule.yaml from deploy/prometheus/hebbian-rules.yaml
+## (a test fails when they drift)
+deploy-rules: $(STAMP)
+	$(BIN)/python deploy/prometheus/make_prometheusrule.py
 
 ## lint: ruff only
 lint: $(STAMP)

@@ -29,7 +29,11 @@ from service.server.learner import SnapshotSchedule
 from service.server.metrics import ServerMetrics
 from service.server.probes import HealthPort
 from service.server.registry import ModelRegistry
-from service.server.runtime_metrics import DataDirCollector, register_readiness
+from service.server.runtime_metrics import (
+    DataDirCollector,
+    MemoryLimitCollector,
+    register_readiness,
+)
 from service.server.servicer import HebbianServicer
 from service.state.lock import DataDirLockedError
 from service.state.log_reader import CorruptLogError
@@ -83,6 +87,7 @@ class HebbianServer:
         self.port = 0  # bound gRPC port once started
         self.ready = threading.Event()  # readiness SERVING
         register_readiness(self.metrics.registry, self.ready)
+        self.metrics.registry.register(MemoryLimitCollector())
         self._stopping = threading.Event()
         self._readiness_lock = threading.Lock()
         self._server = transport.grpc_server(  # the benchmark's echo server uses the same
