@@ -12,10 +12,21 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: test serve lint proto deploy-rules lock bench bench-engine clean test-image
 
-$(STAMP): pyproject.toml
+# The exact versions of requirements.lock, then the project itself without resolving again.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --requirement requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[keras,test]'
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+## lock: re-resolve pyproject.toml's ranges into .venv and write requirements.lock from it
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade -e '.[keras,test]'
+	{ sed -n '/^#/p' requirements.lock; $(BIN)/python -m pip freeze --all --exclude-editable --exclude pip; } \
+	  > requirements.lock.new && mv requirements.lock.new requirements.lock
 	touch $(STAMP)
 
 # buf (proto linter, npm package @bufbuild/buf) for tests/unit/test_buf_lint.py; without npm

@@ -35,7 +35,6 @@ from service.state.snapshot import list_snapshots
 from service.state.store import DataDir
 from service.state.wal import segment_paths
 
-
 # cgroup v1 writes "no limit" as the largest page-aligned signed 64-bit value
 _V1_UNLIMITED = 2**62
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import threading
 
-from prometheus_client import CollectorRegistry
-
 import pytest
+from prometheus_client import CollectorRegistry
 
 from service.server.runtime_metrics import (
     DataDirCollector,
