@@ -8,7 +8,6 @@ BUF    := .tools/node_modules/.bin/buf
 CHECKOV_VERSION := 3.3.30
 CHECKOV := .tools/checkov/bin/checkov
 PROMETHEUS := .tools/.prometheus-installed
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: test serve lint proto deploy-rules lock bench bench-engine clean test-image
 

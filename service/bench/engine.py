@@ -211,7 +211,7 @@ def bench_shape(input_dim: int, units: int, samples: int, slow_samples: int, rep
 def _child_rss(script: str, *args: str) -> dict:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path}
+    env = {**os.environ, "PYTHONPATH": path}
     out = subprocess.run(
         [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, check=True
     )
@@ -331,7 +331,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.samples < 1 or args.slow_samples < 1 or args.repeats < 1:
         parser.error("--samples, --slow-samples and --repeats must be >= 1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     slow_samples = min(args.slow_samples, args.samples)
     result: dict[str, Any] = {
