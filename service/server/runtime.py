@@ -18,10 +18,8 @@ import sys
 import threading
 from collections.abc import Callable
 
-from grpc_reflection.v1alpha import reflection
-
 from service.api import hebbian_pb2_grpc
-from service.server import security, transport
+from service.server import reflection, security, transport
 from service.server.config import ConfigError, ServerConfig
 from service.server.errors import ServiceError
 from service.server.health import API_SERVICE, Health
@@ -98,7 +96,7 @@ class HebbianServer:
         )
         hebbian_pb2_grpc.add_HebbianServiceServicer_to_server(servicer, self._server)
         self.health.add_to_server(self._server)
-        reflection.enable_server_reflection(
+        reflection.enable_reflection(
             (API_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME), self._server
         )
         self._credentials = security.server_credentials(config)  # ConfigError: bad TLS files
