@@ -64,6 +64,12 @@ def configure_logging(level: str, log_format: str, stream: IO[str] | None = None
         threading.excepthook = _log_uncaught_in_thread
 
 
+def json_logging() -> bool:
+    """Whether the root logger writes JSON lines (`configure_logging(..., "json")`)."""
+    return any(isinstance(handler.formatter, JsonFormatter)
+               for handler in logging.getLogger().handlers)
+
+
 def _utc_timestamp(created: float) -> str:
     """RFC 3339 in UTC with milliseconds, e.g. 2026-12-01T22:55:01.123Z."""
     seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))

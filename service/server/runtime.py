@@ -24,6 +24,7 @@ from service.server.config import ConfigError, ServerConfig
 from service.server.errors import ServiceError
 from service.server.health import API_SERVICE, Health
 from service.server.learner import SnapshotSchedule
+from service.server.logs import json_logging
 from service.server.metrics import ServerMetrics
 from service.server.probes import HealthPort
 from service.server.registry import ModelRegistry
@@ -225,5 +226,7 @@ def _host(host: str) -> str:
 def _exit_on_durability_failure(err: BaseException) -> None:
     """End the process now: a failed log write or fsync must never be retried or hidden."""
     log.critical("write-ahead log failure, exiting: %s", err)
-    print(f"hebbian serve: fatal: write-ahead log failure: {err}", file=sys.stderr, flush=True)
+    if not json_logging():  # a JSON log holds only JSON lines; the record above says it
+        print(f"hebbian serve: fatal: write-ahead log failure: {err}", file=sys.stderr,
+              flush=True)
     os._exit(1)

@@ -4,26 +4,39 @@ and with `--log-format json` nothing but JSON objects, one per line."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 
 import numpy as np
 
 from service.client import HebbianClient
 from service.tf_noise import NOISE
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, hebbian_command
 
 # absl/glog C++ line prefixes: I1201 12:00:00.000 ..., E0000 00:00:..., W..., F...
 NATIVE_LOG_LINE = re.compile(r"^[IWEF]\d{4} ")
 
 
-def serve_once(workdir, *args: str) -> str:
-    """Start a server, learn and infer a few samples, stop it; its whole stderr/stdout."""
+def serve_once(workdir, *args: str, export: bool = False) -> str:
+    """Start a server, learn and infer a few samples (and export the model with `hebbian
+    export`, whose stderr must be empty), stop it; the server's whole stderr/stdout."""
     server = ServerProcess(workdir, *args)
     server.start()
     try:
         with HebbianClient(server.target, timeout=60) as client:
             client.process(np.ones((4, 16), np.float32))
             client.process(np.ones((2, 16), np.float32), learn=False)
+        if export:
+            env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+            exported = subprocess.run(
+                [*hebbian_command(), "--target", server.target, "export",
+                 "--out", str(workdir / "default.keras")],
+                capture_output=True, text=True, timeout=300, env=env, check=False,
+            )
+            assert exported.returncode == 0, exported.stderr
+            assert (workdir / "default.keras").stat().st_size > 0
+            assert exported.stderr == ""
     finally:
         code = server.stop()
     log = server.log_path.read_text()
@@ -31,8 +44,8 @@ def serve_once(workdir, *args: str) -> str:
     return log
 
 
-def test_a_served_server_logs_no_tensorflow_or_cuda_noise(tmp_path):
-    log = serve_once(tmp_path)
+def test_serve_and_export_log_no_tensorflow_or_cuda_noise(tmp_path):
+    log = serve_once(tmp_path, export=True)
     lines = log.splitlines()
     assert any(" INFO service.server.runtime: ready:" in line for line in lines), log
     assert [line for line in lines if NOISE.search(line) or NATIVE_LOG_LINE.match(line)] == []

@@ -14,7 +14,7 @@ import warnings
 import pytest
 
 from service import tf_noise
-from service.server.logs import configure_logging
+from service.server.logs import configure_logging, json_logging
 
 
 @pytest.fixture
@@ -46,6 +46,7 @@ def test_json_records_are_one_object_per_line_with_time_level_logger_message(res
         warnings.simplefilter("always")
         warnings.warn("a library warning", UserWarning, stacklevel=1)
 
+    assert json_logging()
     lines = out.getvalue().splitlines()
     records = [json.loads(line) for line in lines]
     assert len(lines) == 3
@@ -65,6 +66,7 @@ def test_text_format_and_reconfiguring_does_not_duplicate_lines(restore_logging)
     logging.getLogger("x").info("hidden")
     (line,) = out.getvalue().splitlines()
     assert line.endswith(" WARNING x: once")
+    assert not json_logging()
     with pytest.raises(ValueError, match="text or json"):
         configure_logging("info", "xml", out)
 
