@@ -282,5 +282,6 @@ def test_config_map_and_environment_make_a_valid_server_config(
         "0.0.0.0", 50051, 9464, 8081)
     assert config.data_dir == Path("/data")
     assert config.fsync == "always"
+    assert config.log_format == "json"  # for the cluster's log pipeline
     assert config.default_model in config.models
     assert config.models["default"]["input_dim"] == 16
