@@ -8,14 +8,24 @@ BUF    := .tools/node_modules/.bin/buf
 CHECKOV_VERSION := 3.3.30
 CHECKOV := .tools/checkov/bin/checkov
 PROMETHEUS := .tools/.prometheus-installed
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test serve lint proto bench bench-engine clean test-image
+.PHONY: test serve lint proto deploy-rules lock bench bench-engine clean test-image
 
-$(STAMP): pyproject.toml
+# The exact versions of requirements.lock, then the project itself without resolving again.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --requirement requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[keras,test]'
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+## lock: re-resolve pyproject.toml's ranges into .venv and write requirements.lock from it
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade -e '.[keras,test]'
+	{ sed -n '/^#/p' requirements.lock; $(BIN)/python -m pip freeze --all --exclude-editable --exclude pip; } \
+	  > requirements.lock.new && mv requirements.lock.new requirements.lock
 	touch $(STAMP)
 
 # buf (proto linter, npm package @bufbuild/buf) for tests/unit/test_buf_lint.py; without npm
@@ -63,6 +73,11 @@ serve: $(STAMP)
 ## proto: regenerate service/api/ from protos/ (a unit test fails when they drift)
 proto: $(STAMP)
 	$(BIN)/python -m service.api.generate
+
+## deploy-rules: regenerate deploy/k8s/prometheusrule.yaml from deploy/prometheus/hebbian-rules.yaml
+## (a test fails when they drift)
+deploy-rules: $(STAMP)
+	$(BIN)/python deploy/prometheus/make_prometheusrule.py
 
 ## lint: ruff only
 lint: $(STAMP)

@@ -1,5 +1,3 @@
-"""Shared test configuration: quiet TensorFlow, deterministic data helpers."""
+"""Shared test configuration: deterministic data helpers (importing `service` quiets
+TensorFlow, see service/tf_noise.py)."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

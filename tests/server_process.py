@@ -58,7 +58,8 @@ class ServerProcess:
             "--metrics-port", str(self.metrics_port), "--data-dir", str(self.data_dir),
             *self.extra_args,
         ]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        # the server picks TensorFlow's log level itself (service/tf_noise.py)
+        env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir

@@ -6,6 +6,11 @@ import rewritten to ``service.api``, so ``from service.api import hebbian_pb2`` 
 while the descriptors keep their proto path ``hebbian/v1/hebbian.proto`` (reflection and
 grpcurl see the real file name and package).
 
+The generated Python code carries no comments of the proto, so protoc also writes
+``hebbian.binpb``: a `FileDescriptorSet` of the same file *with* its ``source_code_info``,
+which server reflection serves so that ``grpcurl describe`` shows the documentation
+(`service.server.reflection`).
+
 Usage: ``python -m service.api.generate [OUT_DIR]`` (default: this package's folder).
 """
 
@@ -21,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = ROOT / "protos"
 PROTO = "hebbian/v1/hebbian.proto"
 API_DIR = Path(__file__).resolve().parent
-GENERATED = ("hebbian_pb2.py", "hebbian_pb2.pyi", "hebbian_pb2_grpc.py")
+SOURCE_INFO = "hebbian.binpb"  # FileDescriptorSet with source_code_info (the comments)
+GENERATED = ("hebbian_pb2.py", "hebbian_pb2.pyi", "hebbian_pb2_grpc.py", SOURCE_INFO)
 
 
 def generate(out_dir: Path = API_DIR) -> list[Path]:
@@ -40,19 +46,24 @@ def generate(out_dir: Path = API_DIR) -> list[Path]:
             f"--python_out={tmp}",
             f"--pyi_out={tmp}",
             f"--grpc_python_out={tmp}",
+            "--include_source_info",
+            f"--descriptor_set_out={Path(tmp) / SOURCE_INFO}",
             str(PROTO_ROOT / PROTO),
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"protoc failed on {PROTO}: {result.stderr.strip()}")
         written = []
-        for name in GENERATED:
+        target = out_dir / SOURCE_INFO
+        target.write_bytes((Path(tmp) / SOURCE_INFO).read_bytes())
+        for name in GENERATED[:-1]:
             text = (Path(tmp) / Path(PROTO).parent / name).read_text()
             text = text.replace("from hebbian.v1 import", "from service.api import")
             text = text.replace("'hebbian.v1.hebbian_pb2'", "'service.api.hebbian_pb2'")
             target = out_dir / name
             target.write_text(text)
             written.append(target)
+        written.append(out_dir / SOURCE_INFO)
     return written
 
 

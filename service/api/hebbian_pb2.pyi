@@ -118,20 +118,20 @@ class ModelConfig(_message.Message):
     def __init__(self, input_dim: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerConfig, _Mapping]]] = ..., engine: _Optional[str] = ...) -> None: ...
 
 class LayerStats(_message.Message):
-    __slots__ = ("kernel_norm", "lateral_norm", "orthonormality_error", "weight_drift_per_minute", "reconstruction_error", "explained_variance")
+    __slots__ = ("kernel_norm", "lateral_norm", "orthonormality_error", "reconstruction_error", "explained_variance", "weight_drift_per_second")
     KERNEL_NORM_FIELD_NUMBER: _ClassVar[int]
     LATERAL_NORM_FIELD_NUMBER: _ClassVar[int]
     ORTHONORMALITY_ERROR_FIELD_NUMBER: _ClassVar[int]
-    WEIGHT_DRIFT_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     RECONSTRUCTION_ERROR_FIELD_NUMBER: _ClassVar[int]
     EXPLAINED_VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DRIFT_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     kernel_norm: float
     lateral_norm: float
     orthonormality_error: float
-    weight_drift_per_minute: float
     reconstruction_error: float
     explained_variance: float
-    def __init__(self, kernel_norm: _Optional[float] = ..., lateral_norm: _Optional[float] = ..., orthonormality_error: _Optional[float] = ..., weight_drift_per_minute: _Optional[float] = ..., reconstruction_error: _Optional[float] = ..., explained_variance: _Optional[float] = ...) -> None: ...
+    weight_drift_per_second: float
+    def __init__(self, kernel_norm: _Optional[float] = ..., lateral_norm: _Optional[float] = ..., orthonormality_error: _Optional[float] = ..., reconstruction_error: _Optional[float] = ..., explained_variance: _Optional[float] = ..., weight_drift_per_second: _Optional[float] = ...) -> None: ...
 
 class SnapshotInfo(_message.Message):
     __slots__ = ("snapshot_id", "step", "create_time")

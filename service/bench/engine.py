@@ -182,7 +182,7 @@ def bench_model(rule: str, extra: dict, d: int, u: int, samples: int, batch1: in
 def _child(script: str, *args: str) -> dict:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path}
+    env = {**os.environ, "PYTHONPATH": path}
     out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
                          env=env, check=True)
     merged: dict = {}
@@ -287,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--shapes takes INPUTxUNITS,...; got {args.shapes!r}")
     if not rules or any(len(shape) != 2 or min(shape) < 1 for shape in shapes):
         parser.error(f"--rules takes some of {', '.join(known)}; --shapes INPUTxUNITS,...")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _progress("[machine] float32 matmul rate")
     peak = matmul_flops()
     models = {}

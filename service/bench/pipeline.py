@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import threading
@@ -85,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.messages, args.samples_per_message, args.window, args.repeats) < 1:
         parser.error("--messages, --samples-per-message, --window and --repeats must be >= 1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from service.server.config import ServerConfig
     from service.server.runtime import HebbianServer

@@ -160,7 +160,7 @@ class _Child:
 
     def _spawn(self, command: list[str], env: dict[str, str] | None = None) -> float:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+        env = {**os.environ, **(env or {})}
         with open(self.log_path, "wb") as log:
             started = time.perf_counter()
             self.process = subprocess.Popen(

@@ -400,7 +400,6 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"--server-env needs NAME=VALUE; got {bad[0]!r}")
     args.server_env = dict(item.split("=", 1) for item in args.server_env)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     notes: list[str] = []
     load_before = _load_average()

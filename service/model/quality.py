@@ -6,12 +6,15 @@ For every layer, with W = kernel^T (one row per unit, as in the literature):
 - ``orthonormality_error``: max |W W^T - I|; 0 for an orthonormal basis, the fixed point
   of ``oja_subspace`` and ``sanger`` (plain ``oja`` drives every unit to the same first
   component, so its value approaches 1 there by design).
-- ``weight_drift_per_minute``: ||W_now - W_then|| / ||W_now|| over the last minute.
+- ``weight_drift_per_second``: ||W_now - W_then|| / ||W_now|| / (t_now - t_then), the
+  relative change of the kernel per second (base units) over about the last minute.
   Kernel copies are kept in a small ring, at most one per ``snapshot_interval`` seconds;
-  the reference is the newest copy at least ``window`` seconds old, and the change is
-  scaled by ``window / age``. Until a full window of history exists, the change since
-  the oldest copy is *extrapolated* linearly to a minute (so a figure is there a few
-  seconds after start); NaN until some copy is ``min_drift_age`` seconds old.
+  the reference is the newest copy at least ``window`` seconds old, else the oldest copy.
+  The history starts at the first micro-batch the tracker observes after it was created
+  or reset, never from the weights before it: a restarted server's recovery (snapshot
+  load, log replay) or a Reset/Restore is not mistaken for learning. So the drift is 0
+  while nothing was learned live, NaN while the oldest copy is younger than
+  ``min_drift_age`` seconds.
 - ``reconstruction_error``: sum ||x - W^T W x||^2 / sum ||x||^2 over recent samples,
   a ratio of exponential moving averages (each with a memory of about ``ema_samples``
   observed samples), i.e. the running mean of the per-sample ratio weighted by the
@@ -48,7 +51,7 @@ class LayerStatsValues:
     kernel_norm: float
     lateral_norm: float
     orthonormality_error: float
-    weight_drift_per_minute: float
+    weight_drift_per_second: float
     reconstruction_error: float
     explained_variance: float
 
@@ -88,9 +91,9 @@ class QualityTracker:
       min_interval: `observe` does nothing if the previous one that counted was less
         than this many seconds ago.
       ema_samples: memory of the reconstruction-error averages, in observed samples.
-      window: drift reference age in seconds (one minute).
+      window: drift reference age in seconds (one minute); the drift is still per second.
       snapshot_interval: minimum seconds between two kernel copies in the drift ring.
-      min_drift_age: youngest copy from which a drift is extrapolated.
+      min_drift_age: youngest reference copy a drift is computed from, in seconds.
     """
 
     def __init__(
@@ -129,12 +132,11 @@ class QualityTracker:
 
     def reset(self) -> None:
         """Forget all history; call after the model's weights were replaced (Reset, Restore)."""
-        kernels = self._read_kernels()
-        now = self._clock()
         with self._lock:
             self._residual_ema = [NAN] * len(self._params)
             self._energy_ema = [NAN] * len(self._params)
-            self._ring: list[tuple[float, list[np.ndarray]]] = [(now, kernels)]
+            # empty until the next observed micro-batch: the drift baseline is a live kernel
+            self._ring: list[tuple[float, list[np.ndarray]]] = []
 
     def observe(self, samples: np.ndarray) -> None:
         """Fold a subsample of a micro-batch (n, input_dim) into the running measures.
@@ -172,7 +174,7 @@ class QualityTracker:
             if weight:
                 self._residual_ema = _ema(self._residual_ema, residuals, weight)
                 self._energy_ema = _ema(self._energy_ema, energies, weight)
-            self._maybe_snapshot(now, kernels)
+            self._maybe_snapshot(now, kernels, start=True)
 
     # -- readers -----------------------------------------------------------------------
 
@@ -189,11 +191,13 @@ class QualityTracker:
         reference = self._drift_reference(now, ring)
         stats = []
         for index, (kernel, lateral) in enumerate(zip(kernels, laterals, strict=True)):
-            if reference is None:
+            if not ring:
+                drift = 0.0  # nothing learned live since the tracker was created or reset
+            elif reference is None:
                 drift = NAN
             else:
                 age, then = reference
-                drift = relative_change(kernel, then[index]) * self._window / age
+                drift = relative_change(kernel, then[index]) / age
             energy = energy_ema[index]
             error = residual_ema[index] / energy if energy > 0 else NAN
             stats.append(
@@ -201,7 +205,7 @@ class QualityTracker:
                     kernel_norm=float(np.linalg.norm(kernel)),
                     lateral_norm=float(np.linalg.norm(lateral)),
                     orthonormality_error=orthonormality_error(kernel),
-                    weight_drift_per_minute=drift,
+                    weight_drift_per_second=drift,
                     reconstruction_error=error,
                     explained_variance=1.0 - error,
                 )
@@ -210,14 +214,16 @@ class QualityTracker:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _read_kernels(self) -> list[np.ndarray]:
-        return [state.kernel for state in self._stack.layer_states()]
-
-    def _maybe_snapshot(self, now: float, kernels: list[np.ndarray]) -> None:
+    def _maybe_snapshot(self, now: float, kernels: list[np.ndarray], start: bool = False) -> None:
         """Append a kernel copy if due and drop copies older than the drift reference.
 
+        An empty ring is started only when `start` (by `observe`, with live kernels).
         Caller holds the lock.
         """
+        if not self._ring:
+            if start:
+                self._ring.append((now, kernels))
+            return
         if now - self._ring[-1][0] >= self._snapshot_interval:
             self._ring.append((now, kernels))
         # keep the newest copy that is at least `window` old and everything after it
@@ -227,7 +233,9 @@ class QualityTracker:
     def _drift_reference(
         self, now: float, ring: Sequence[tuple[float, list[np.ndarray]]]
     ) -> tuple[float, list[np.ndarray]] | None:
-        """(age, kernels) of the copy to compare with, or None when all are too young."""
+        """(age, kernels) of the copy to compare with, or None when none is old enough."""
+        if not ring:
+            return None
         old_enough = [entry for entry in ring if now - entry[0] >= self._window]
         when, kernels = old_enough[-1] if old_enough else ring[0]
         age = now - when

@@ -17,6 +17,7 @@ import sys
 import threading
 
 from service.server.config import ConfigError, ServerConfig, add_arguments, load_config
+from service.server.logs import configure_logging
 
 log = logging.getLogger("service.server")
 
@@ -41,11 +42,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def serve(config: ServerConfig) -> int:
     """Run a server until SIGTERM/SIGINT, then stop it gracefully; returns the exit status."""
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level, config.log_format)
     from service.server.runtime import HebbianServer, StartupError  # imports TensorFlow
 
     stop = threading.Event()
@@ -54,9 +51,9 @@ def serve(config: ServerConfig) -> int:
         try:
             server = HebbianServer(config).start()
         except ConfigError as err:
-            return _fail(err, 2)
+            return _fail(err, 2, config.log_format)
         except StartupError as err:
-            return _fail(err, 1)
+            return _fail(err, 1, config.log_format)
         stop.wait()
         server.stop(config.grace_period)
         return 0
@@ -68,8 +65,12 @@ def serve(config: ServerConfig) -> int:
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def _fail(err: Exception, status: int) -> int:
-    print(f"hebbian serve: error: {err}", file=sys.stderr)
+def _fail(err: Exception, status: int, log_format: str = "text") -> int:
+    """One line on stderr (a JSON record once logging is json); returns `status`."""
+    if log_format == "json":
+        log.error("hebbian serve: error: %s", err)
+    else:
+        print(f"hebbian serve: error: {err}", file=sys.stderr)
     return status
 
 

@@ -31,6 +31,7 @@ EMBEDDED_MODELS: dict[str, dict] = {
     DEFAULT_MODEL: {"input_dim": 16, "layers": [{"units": 4, "rule": "sanger", "seed": 0}]}
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 FSYNC_POLICIES = ("always", "everysec", "no")
 MEMORY_ONLY = ":memory:"  # as in SQLite: no data directory, nothing persists
 
@@ -74,6 +75,7 @@ class ServerConfig:
     batch_linger: float = 0.003
     grace_period: float = 10.0
     log_level: str = "info"
+    log_format: str = "text"
     default_model: str = DEFAULT_MODEL
     models: Mapping[str, Mapping] = field(default_factory=lambda: dict(EMBEDDED_MODELS))
     limits: Limits = field(default_factory=Limits)
@@ -169,6 +171,9 @@ SETTINGS = (
              lambda v: v >= 0, "a number of seconds >= 0"),
     _Setting("log_level", str.lower, "log level", lambda v: v in LOG_LEVELS,
              "one of " + ", ".join(LOG_LEVELS)),
+    _Setting("log_format", str.lower, "log line format: text, or json (one JSON object per "
+             "line, for log pipelines)", lambda v: v in LOG_FORMATS,
+             "one of " + ", ".join(LOG_FORMATS)),
     _Setting("default_model", str, "name of the model that serves requests with no model name",
              lambda v: name_problem(v) is None, "a valid model name"),
     _Setting("max_samples_per_request", int, "most samples in one request or stream message "

@@ -3,7 +3,8 @@
 `ServerMetrics` owns a private `CollectorRegistry` with
 
 - the go-grpc-prometheus series operators know: ``grpc_server_started_total``,
-  ``grpc_server_handled_total`` (with ``grpc_code``), ``grpc_server_msg_received_total``,
+  ``grpc_server_handled_total`` (with ``grpc_code`` spelled as go-grpc-prometheus spells
+  it: ``OK``, ``NotFound``, ``InvalidArgument``, ...), ``grpc_server_msg_received_total``,
   ``grpc_server_msg_sent_total`` and the ``grpc_server_handling_seconds`` histogram,
   labelled ``grpc_type`` (unary, client_stream, server_stream, bidi_stream),
   ``grpc_service`` and ``grpc_method``, filled by the `interceptor`;
@@ -11,15 +12,21 @@
   micro-batch size and compute time histograms and the queue depth, fed by `ModelMetrics`;
 - per layer (labels ``model``, ``layer``): weight norms and quality measures, read from
   each model's stats source when Prometheus scrapes (`ModelMetrics.set_stats_source`);
+- ``hebbian_build_info`` (always 1; labels ``version``, ``python_version``,
+  ``grpc_version``), to join versions onto other series;
 - the standard ``process_*``, ``python_gc_*`` and ``python_info`` series.
 
-`start_http_server` serves it all on ``/metrics``.
+No ``*_created`` series are exported (`prometheus_client.disable_created_metrics`): they
+double the size of a scrape and nothing here reads them. `start_http_server` serves it
+all on ``/metrics``.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import math
+import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +44,28 @@ from service.model.quality import LayerStatsValues
 _LOG = logging.getLogger(__name__)
 
 _GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+# grpc_code values as go-grpc-prometheus writes them (Go's codes.Code.String()), which the
+# usual dashboards and alerts match on.
+GRPC_CODE_NAMES = {
+    grpc.StatusCode.OK: "OK",
+    grpc.StatusCode.CANCELLED: "Canceled",
+    grpc.StatusCode.UNKNOWN: "Unknown",
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    grpc.StatusCode.NOT_FOUND: "NotFound",
+    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
+    grpc.StatusCode.ABORTED: "Aborted",
+    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange",
+    grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
+    grpc.StatusCode.INTERNAL: "Internal",
+    grpc.StatusCode.UNAVAILABLE: "Unavailable",
+    grpc.StatusCode.DATA_LOSS: "DataLoss",
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+}
+assert set(GRPC_CODE_NAMES) == set(grpc.StatusCode)
 _RPC_TYPES = {
     (False, False): "unary",
     (True, False): "client_stream",
@@ -63,9 +92,10 @@ _LAYER_GAUGES = {
         "hebbian_layer_orthonormality_error",
         "max |W W^T - I| over the units' weight vectors (0 = orthonormal basis).",
     ),
-    "weight_drift_per_minute": (
-        "hebbian_layer_weight_drift_per_minute",
-        "Relative kernel change over the last minute, ||W_now - W_1min_ago|| / ||W_now||.",
+    "weight_drift_per_second": (
+        "hebbian_layer_weight_drift_per_second",
+        "Relative kernel change per second over about the last minute, "
+        "||W_now - W_then|| / ||W_now|| / (now - then); 0 while nothing is learned.",
     ),
     "reconstruction_error": (
         "hebbian_layer_reconstruction_error",
@@ -95,6 +125,8 @@ class ServerMetrics:
         self._http: tuple[Any, threading.Thread] | None = None
         self._lock = threading.Lock()
         self._models: dict[str, ModelMetrics] = {}
+        prometheus_client.disable_created_metrics()
+        _register_build_info(self.registry)
         prometheus_client.ProcessCollector(registry=self.registry)
         prometheus_client.PlatformCollector(registry=self.registry)
         prometheus_client.GCCollector(registry=self.registry)
@@ -144,6 +176,20 @@ class ServerMetrics:
         server.server_close()
         thread.join(timeout=5)
         self.http_port = 0
+
+
+def _register_build_info(registry: CollectorRegistry) -> None:
+    """``hebbian_build_info`` = 1, labelled with the service's, Python's and gRPC's versions."""
+    try:
+        version = importlib.metadata.version("hebbian-service")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        version = "unknown"
+    info = Gauge(
+        "hebbian_build_info",
+        "Always 1; the labels say which versions of the service, Python and gRPC run.",
+        ("version", "python_version", "grpc_version"), registry=registry,
+    )
+    info.labels(version, platform.python_version(), grpc.__version__).set(1)
 
 
 class ModelMetrics:
@@ -359,7 +405,7 @@ class _Call:
 
     def end(self, failed: bool) -> None:
         code = _final_code(self.context, failed)
-        self.metrics.handled.labels(*self.labels, code.name).inc()
+        self.metrics.handled.labels(*self.labels, GRPC_CODE_NAMES[code]).inc()
         self.metrics.handling.labels(*self.labels).observe(time.perf_counter() - self.start)
 
 

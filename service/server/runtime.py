@@ -18,19 +18,22 @@ import sys
 import threading
 from collections.abc import Callable
 
-from grpc_reflection.v1alpha import reflection
-
 from service.api import hebbian_pb2_grpc
 from service.model.native_engine import configure_cache, default_cache_dir
-from service.server import security, transport
+from service.server import reflection, security, transport
 from service.server.config import ConfigError, ServerConfig
 from service.server.errors import ServiceError
 from service.server.health import API_SERVICE, Health
 from service.server.learner import SnapshotSchedule
+from service.server.logs import json_logging
 from service.server.metrics import ServerMetrics
 from service.server.probes import HealthPort
 from service.server.registry import ModelRegistry
-from service.server.runtime_metrics import DataDirCollector, register_readiness
+from service.server.runtime_metrics import (
+    DataDirCollector,
+    MemoryLimitCollector,
+    register_readiness,
+)
 from service.server.servicer import HebbianServicer
 from service.state.lock import DataDirLockedError
 from service.state.log_reader import CorruptLogError
@@ -84,6 +87,7 @@ class HebbianServer:
         self.port = 0  # bound gRPC port once started
         self.ready = threading.Event()  # readiness SERVING
         register_readiness(self.metrics.registry, self.ready)
+        self.metrics.registry.register(MemoryLimitCollector())
         self._stopping = threading.Event()
         self._readiness_lock = threading.Lock()
         self._server = transport.grpc_server(  # the benchmark's echo server uses the same
@@ -94,7 +98,7 @@ class HebbianServer:
         )
         hebbian_pb2_grpc.add_HebbianServiceServicer_to_server(servicer, self._server)
         self.health.add_to_server(self._server)
-        reflection.enable_server_reflection(
+        reflection.enable_reflection(
             (API_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME), self._server
         )
         self._credentials = security.server_credentials(config)  # ConfigError: bad TLS files
@@ -229,5 +233,7 @@ def _host(host: str) -> str:
 def _exit_on_durability_failure(err: BaseException) -> None:
     """End the process now: a failed log write or fsync must never be retried or hidden."""
     log.critical("write-ahead log failure, exiting: %s", err)
-    print(f"hebbian serve: fatal: write-ahead log failure: {err}", file=sys.stderr, flush=True)
+    if not json_logging():  # a JSON log holds only JSON lines; the record above says it
+        print(f"hebbian serve: fatal: write-ahead log failure: {err}", file=sys.stderr,
+              flush=True)
     os._exit(1)

@@ -1,6 +1,9 @@
 """Prometheus gauges of the running server outside the request path, read at scrape time.
 
 - ``hebbian_ready``: 1 while the readiness health status is SERVING, else 0;
+- ``hebbian_memory_limit_bytes``: the memory limit of the server's container (its cgroup,
+  v2 ``memory.max`` or v1 ``memory.limit_in_bytes``), absent when there is none, so an
+  alert can compare ``process_resident_memory_bytes`` with the limit the pod really has;
 
 and of the data directory (`DataDirCollector`):
 
@@ -31,6 +34,51 @@ from prometheus_client.registry import Collector
 from service.state.snapshot import list_snapshots
 from service.state.store import DataDir
 from service.state.wal import segment_paths
+
+# cgroup v1 writes "no limit" as the largest page-aligned signed 64-bit value
+_V1_UNLIMITED = 2**62
+
+
+def memory_limit_bytes(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The memory limit of this process's cgroup in bytes, or None without one.
+
+    Reads cgroup v2 ``memory.max`` ("max" = none), else cgroup v1
+    ``memory/memory.limit_in_bytes``; inside a container both show the container's own
+    cgroup at the root of the mount.
+    """
+    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max" or not text.isdigit() or int(text) >= _V1_UNLIMITED:
+            return None
+        return int(text)
+    return None
+
+
+class MemoryLimitCollector(Collector):
+    """``hebbian_memory_limit_bytes``, read from the cgroup files at every scrape."""
+
+    def __init__(self, root: Path = Path("/sys/fs/cgroup")):
+        self._root = root
+
+    def describe(self) -> Iterator[Metric]:
+        return iter([self._family()])
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        limit = memory_limit_bytes(self._root)
+        if limit is not None:
+            family.add_metric((), limit)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "hebbian_memory_limit_bytes",
+            "Memory limit of the server's container (cgroup); absent without a limit.",
+        )
 
 
 def register_readiness(registry: CollectorRegistry, ready: threading.Event) -> None:

@@ -8,6 +8,7 @@ entrypoint, a numeric non-root user, the data volume, the ports, writable paths 
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import tomllib
 
@@ -46,9 +47,13 @@ def test_multi_stage_build_installs_cpu_tensorflow(stages):
     assert build.base[1:] == ["AS", "build"] and runtime.base == build.base[:1]
     assert any(args.startswith("--from=build /opt/hebbian") for args in runtime.all("COPY"))
     installs = " ".join(build.all("RUN"))
-    assert "tensorflow==', 'tensorflow-cpu==" in installs
-    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert any(d.startswith("tensorflow==") for d in dependencies)
+    assert "sed 's/^tensorflow==/tensorflow-cpu==/' requirements.lock > constraints.txt" in installs
+    assert "--requirement requirements.txt --constraint constraints.txt" in installs
+    assert "['optional-dependencies']['keras']" in installs
+    keras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["keras"]
+    assert any(re.match(r"tensorflow[<>=]", d) for d in keras)
+    assert re.search(r"^tensorflow==", (REPO / "requirements.lock").read_text(), re.MULTILINE)
     assert re.search(r"ARG PYTHON_IMAGE=python:3\.\d+-slim", DOCKERFILE.read_text())
 
 
@@ -109,4 +114,17 @@ def test_build_context_holds_what_the_build_copies(stages):
     for args in stages[0].all("COPY"):
         *sources, _destination = args.split()
         copied.update(s.rstrip("/") for s in sources if not s.startswith("--"))
-    assert copied == kept == {"pyproject.toml", "README.md", "service"}
+    assert copied == kept == {"pyproject.toml", "README.md", "requirements.lock", "service"}
+
+
+def test_image_carries_the_oci_labels(runtime):
+    labels = dict(pair.split("=", 1) for pair in shlex.split(runtime.last("LABEL")))
+    prefix = "org.opencontainers.image."
+    assert {f"{prefix}{key}" for key in (
+        "title", "description", "version", "revision", "created", "source", "licenses",
+        "base.name")} <= set(labels)
+    args = dict(arg.split("=", 1) if "=" in arg else (arg, "") for arg in runtime.all("ARG"))
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert labels[f"{prefix}version"] == "${VERSION}" and args["VERSION"] == project["version"]
+    assert labels[f"{prefix}licenses"] == project["license"]["text"]
+    assert labels[f"{prefix}revision"] == "${REVISION}" and "REVISION" in args

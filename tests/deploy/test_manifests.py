@@ -4,33 +4,41 @@ with the server: ports, probes, data directory, config file, grace period, secur
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from service.server.app import add_serve_arguments
 from service.server.config import load_config
 from service.server.health import LIVENESS, READINESS
-from service.server.tokens import load_tokens
 from tests.deploy.tools import (
     CONFIG_TOML,
     DOCKERFILE,
+    K8S,
     KUBERNETES_VERSION,
+    RULES,
     checkov,
     env_of,
+    kubectl,
     kubernetes_validate,
     ports_of,
+    resources,
     run,
 )
 
 EXPECTED = {
-    ("Namespace", "hebbian"), ("ServiceAccount", "hebbian"), ("Secret", "hebbian-secrets"),
+    ("Namespace", "hebbian"), ("ServiceAccount", "hebbian"),
     ("StatefulSet", "hebbian"), ("Service", "hebbian"), ("Service", "hebbian-headless"),
-    ("ServiceMonitor", "hebbian"), ("NetworkPolicy", "hebbian"),
+    ("ServiceMonitor", "hebbian"), ("PrometheusRule", "hebbian"), ("NetworkPolicy", "hebbian"),
     ("PodDisruptionBudget", "hebbian"),
 }
+# Kinds of the Prometheus operator's CRDs: no schema in Kubernetes itself.
+OPERATOR_KINDS = ("ServiceMonitor", "PrometheusRule")
 # Peak RSS (VmHWM) measured for `hebbian serve`: 5 models, two concurrent streams (README).
 MEASURED_PEAK_RSS = int(1.3 * 2**30)
 # Time the learners get for their final snapshots after the in-flight calls' grace period.
@@ -68,12 +76,14 @@ def test_kubernetes_validate_strict_accepts_every_builtin_resource(rendered, man
     lines = result.stdout.splitlines()
     version = ".".join(KUBERNETES_VERSION.split(".")[:2])
     passed = [line for line in lines if line.startswith("INFO") and "passed" in line]
-    assert len(passed) == len(manifests) - 1, result.stdout
+    assert len(passed) == len(manifests) - len(OPERATOR_KINDS), result.stdout
     assert all(line.endswith(f"against version {version}") for line in passed), result.stdout
-    # The ServiceMonitor is a CRD of the Prometheus operator: no schema in Kubernetes itself
-    # (its fields are checked in test_servicemonitor_scrapes_the_headless_metrics_port).
-    warnings = [line for line in lines if line.startswith(("WARN", "ERROR"))]
-    assert len(warnings) == 1 and "kind ServiceMonitor" in warnings[0], result.stdout
+    # The ServiceMonitor and the PrometheusRule are CRDs of the Prometheus operator (their
+    # fields are checked in test_servicemonitor_... and test_prometheusrule_...).
+    warnings = sorted(line for line in lines if line.startswith(("WARN", "ERROR")))
+    assert len(warnings) == len(OPERATOR_KINDS), result.stdout
+    for kind, warning in zip(sorted(OPERATOR_KINDS), warnings, strict=True):
+        assert f"kind {kind}" in warning, result.stdout
 
 
 def test_servicemonitor_scrapes_the_headless_metrics_port(manifests, container):
@@ -197,19 +207,53 @@ def test_pod_disruption_budget_never_blocks_a_drain(manifests, statefulset):
     assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
-def secret_tokens_file(manifests: dict, directory: Path) -> Path:
-    """The Secret template's token file, written to `directory`."""
-    path = directory / "tokens"
-    path.write_text(manifests[("Secret", "hebbian-secrets")]["stringData"]["tokens"])
-    return path
+def test_base_holds_no_secret_so_reapplying_never_replaces_the_real_one(manifests, statefulset):
+    assert [key for key in manifests if key[0] == "Secret"] == []
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    secret = volumes["secrets"]["secret"]
+    assert secret["secretName"] == "hebbian-secrets"
+    assert not secret.get("optional")  # the pod waits for it rather than starting without
+    comments = (K8S / "kustomization.yaml").read_text()
+    assert "kubectl -n hebbian create secret generic hebbian-secrets" in comments
+    assert "secretGenerator" in comments
 
 
-def test_secret_is_a_template_without_secrets(manifests, tmp_path):
-    secret = manifests[("Secret", "hebbian-secrets")]
-    assert "data" not in secret
-    for value in secret["stringData"].values():
-        assert all(line.lstrip().startswith("#") for line in value.splitlines() if line.strip())
-    assert not load_tokens(secret_tokens_file(manifests, tmp_path), {}).enabled
+def test_an_overlay_secret_generator_feeds_the_pods_secret_volume(tmp_path):
+    # the documented way: an overlay of the base with a secretGenerator for the token file
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "tokens").write_text("admin " + "a" * 32 + "\n")
+    (overlay / "kustomization.yaml").write_text(
+        f"namespace: hebbian\nresources:\n  - {os.path.relpath(K8S, overlay)}\n"
+        "secretGenerator:\n  - name: hebbian-secrets\n    files: [tokens]\n"
+    )
+    result = run(kubectl(), "kustomize", overlay)
+    assert result.returncode == 0, result.stderr
+    rendered = resources(result.stdout)
+    (secret_key,) = [key for key in rendered if key[0] == "Secret"]
+    assert secret_key[1].startswith("hebbian-secrets-")  # hashed: a new value rolls the pods
+    pod = rendered[("StatefulSet", "hebbian")]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["secrets"]["secret"]["secretName"] == secret_key[1]
+    assert rendered[secret_key]["metadata"]["namespace"] == "hebbian"
+
+
+def test_prometheusrule_is_the_rule_file_generated(manifests):
+    rule = manifests[("PrometheusRule", "hebbian")]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+    generator = _load_rule_generator()
+    assert generator.OUTPUT.read_text() == generator.render(RULES.read_text()), (
+        "deploy/k8s/prometheusrule.yaml differs from the rule file: run `make deploy-rules`"
+    )
+
+
+def _load_rule_generator():
+    path = RULES.parent / "make_prometheusrule.py"
+    spec = importlib.util.spec_from_file_location("make_prometheusrule", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_config_map_and_environment_make_a_valid_server_config(
@@ -222,7 +266,6 @@ def test_config_map_and_environment_make_a_valid_server_config(
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
     assert container["args"] == [f"--config={mounts['config']}/hebbian.toml"]
-    assert volumes["secrets"]["secret"]["secretName"] == "hebbian-secrets"
     document = tomllib.loads(text)
     assert document["token_file"] == f"{mounts['secrets']}/tokens"
 
@@ -231,11 +274,14 @@ def test_config_map_and_environment_make_a_valid_server_config(
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
     args = parser.parse_args([f"--config={tmp_path / 'hebbian.toml'}"])
-    env = {**env_of(container), "HEBBIAN_TOKEN_FILE": str(secret_tokens_file(manifests, tmp_path))}
+    tokens = tmp_path / "tokens"  # the Secret's token file, here without tokens
+    tokens.write_text("")
+    env = {**env_of(container), "HEBBIAN_TOKEN_FILE": str(tokens)}
     config = load_config(args, env)
     assert (config.host, config.port, config.metrics_port, config.health_port) == (
         "0.0.0.0", 50051, 9464, 8081)
     assert config.data_dir == Path("/data")
     assert config.fsync == "always"
+    assert config.log_format == "json"  # for the cluster's log pipeline
     assert config.default_model in config.models
     assert config.models["default"]["input_dim"] == 16

@@ -1,5 +1,5 @@
 """The Grafana dashboard and the Prometheus alert rules against a real `hebbian serve`
-(started with the Kubernetes ConfigMap's config and the Secret template): they use only
+(started with the Kubernetes ConfigMap's config and a token file without tokens): they use only
 metric names the server exports (a live /metrics scrape), promtool accepts the rules and
 passes their unit tests, and a real Prometheus (Debian's package, on loopback) scrapes the
 server, returns the per-model sample counter, evaluates every rule without error and
@@ -22,7 +22,6 @@ from tests.deploy.promql import exported_names, metric_names
 from tests.deploy.tools import (
     CONFIG_TOML,
     DASHBOARD,
-    K8S,
     RULE_TESTS,
     RULES,
     debian_tool,
@@ -46,7 +45,9 @@ ALERTS_MUST_INCLUDE = {
     "HebbianLogGrowing", "HebbianWeightsNonFinite", "HebbianRequestsRejected",
 }
 # Grafana variables, as the queries are sent to Prometheus.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$instance": ".*", "$model": ".*"}
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m", "$namespace": ".*", "$job": ".*", "$pod": ".*", "$model": ".*",
+}
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -78,12 +79,12 @@ def send(target: str, rng: np.random.Generator, samples: int) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`hebbian serve` with deploy/k8s/hebbian.toml and the Secret's token file, after
-    learned, inference-only and rejected requests and one snapshot."""
+    """`hebbian serve` with deploy/k8s/hebbian.toml and an empty token file (the Secret
+    `kubectl create secret ... --from-file=tokens=EMPTY` makes), after learned,
+    inference-only and rejected requests and one snapshot."""
     workdir = tmp_path_factory.mktemp("deploy-server")
-    secret = yaml.safe_load((K8S / "secret.yaml").read_text())
     tokens = workdir / "tokens"
-    tokens.write_text(secret["stringData"]["tokens"])
+    tokens.write_text("")
     server = ServerProcess(workdir, "--config", str(CONFIG_TOML), "--token-file", str(tokens),
                            "--health-port", str(free_port()))
     server.start()
@@ -121,6 +122,18 @@ def test_dashboard_parses_and_answers_the_operators_questions():
     assert any("by (grpc_code" in expr for _, expr in dashboard_queries())
 
 
+def test_dashboard_filters_every_server_query_by_namespace_job_and_pod():
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = [v["name"] for v in dashboard["templating"]["list"]]
+    assert variables == ["datasource", "namespace", "job", "pod", "model"]
+    for where, expr in dashboard_queries():
+        if where in ("$namespace", "$job"):
+            continue  # the variables that the later ones are filtered by
+        for label in ("namespace", "job", "pod")[: 2 if where == "$pod" else 3]:
+            selector = f'{label}=~"${label}"'
+            assert expr.count(selector) == expr.count("{"), (where, label, expr)
+
+
 def test_dashboard_uses_only_metrics_the_server_exports(exported):
     unknown = sorted((where, name) for where, expr in dashboard_queries()
                      for name in metric_names(expr) if name not in exported)
@@ -140,6 +153,17 @@ def test_alert_rules_cover_the_failure_modes():
     for rule in rules:
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def test_every_alert_links_its_own_section_of_the_runbook():
+    runbook = (RULES.parent / "RUNBOOK.md").read_text()
+    sections = {line[3:].strip().lower() for line in runbook.splitlines()
+                if line.startswith("## ")}
+    for rule in alert_rules():
+        url = rule["annotations"]["runbook_url"]
+        page, _, anchor = url.partition("#")
+        assert page.startswith("https://") and page.endswith("deploy/prometheus/RUNBOOK.md")
+        assert anchor == rule["alert"].lower() and anchor in sections, rule["alert"]
 
 
 def test_promtool_accepts_the_rules_and_they_pass_their_unit_tests():

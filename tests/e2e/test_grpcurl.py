@@ -65,6 +65,28 @@ def test_describe_process_request_shows_the_field_names_tools_rely_on(grpcurl, h
         assert field in result.stdout, field
 
 
+def test_describe_shows_the_proto_comments(grpcurl, hebbian_server):
+    # reflection serves the descriptors with their source info (service/server/reflection.py)
+    service = grpcurl(hebbian_server.target, "describe", SERVICE)
+    assert service.returncode == 0, service.stderr
+    assert "// Serves persistent Hebbian models: online learning, inference and model" in (
+        service.stdout)
+    assert "// A long-lived sensor stream: one response per request, in request order." in (
+        service.stdout)
+    request = grpcurl(hebbian_server.target, "describe", "hebbian.v1.ProcessRequest")
+    assert request.returncode == 0, request.stderr
+    lines = [line.strip() for line in request.stdout.splitlines()]
+    model = lines.index("string model = 1;")
+    assert lines[model - 1] == "// Model name; empty means the server's default model."
+    assert "// Re-initialises the model's weights from a seed; its step goes back to 0." in (
+        service.stdout)
+    # files without source info (health, well-known types) are still described
+    health = grpcurl(hebbian_server.target, "describe", "grpc.health.v1.Health")
+    assert health.returncode == 0 and "rpc Check" in health.stdout, health.stderr
+    stamp = grpcurl(hebbian_server.target, "describe", "google.protobuf.Timestamp")
+    assert stamp.returncode == 0 and "int64 seconds = 1;" in stamp.stdout, stamp.stderr
+
+
 def test_process_with_16_json_values_returns_4_activations_and_counts_the_step(
     grpcurl, hebbian_server
 ):

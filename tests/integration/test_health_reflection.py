@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
+import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -48,3 +49,19 @@ def test_metrics_endpoint_counts_unary_and_stream_calls_and_model_figures(hebbia
     assert 'grpc_server_handled_total{grpc_code="OK",grpc_method="Process"' in text
     assert 'grpc_method="StreamProcess"' in text
     assert 'model="default"' in text
+
+
+def test_metrics_use_go_grpc_prometheus_codes_build_info_and_no_created_series(
+    hebbian_server, stub
+):
+    with pytest.raises(grpc.RpcError) as missing:
+        stub.GetModel(pb.GetModelRequest(name="no-such-model"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+    url = f"http://127.0.0.1:{hebbian_server.metrics.http_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+
+    assert 'grpc_code="NotFound",grpc_method="GetModel"' in text
+    assert "NOT_FOUND" not in text
+    assert "hebbian_build_info{" in text
+    assert "_created" not in text

@@ -76,7 +76,7 @@ def run_serve(tmp_path, *args: str, env: dict | None = None) -> subprocess.Compl
     return subprocess.run(
         [*hebbian_command(), "serve", *args],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -7,6 +7,8 @@ every figure is read back by scraping /metrics over HTTP.
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.model.quality import LayerStatsValues
-from service.server.metrics import ServerMetrics
+from service.server.metrics import GRPC_CODE_NAMES, ServerMetrics
 
 SERVICE = "test.v1.Probe"
 NAN = float("nan")
@@ -149,9 +151,9 @@ def test_unary_calls_are_counted_with_their_final_codes(metrics, stub):
     assert delta(before, after, "grpc_server_handling_seconds_count", labels) == 4
     handled = "grpc_server_handled_total"
     assert delta(before, after, handled, grpc_labels("unary", "Echo", grpc_code="OK")) == 2
-    invalid = grpc_labels("unary", "Echo", grpc_code="INVALID_ARGUMENT")
+    invalid = grpc_labels("unary", "Echo", grpc_code="InvalidArgument")
     assert delta(before, after, handled, invalid) == 1
-    assert delta(before, after, handled, grpc_labels("unary", "Echo", grpc_code="UNKNOWN")) == 1
+    assert delta(before, after, handled, grpc_labels("unary", "Echo", grpc_code="Unknown")) == 1
 
 
 def test_bidi_stream_counts_every_message(metrics, stub):
@@ -184,7 +186,7 @@ def test_aborted_stream_records_the_abort_status(metrics, stub):
     labels = grpc_labels("bidi_stream", "Chat")
     assert delta(before, after, "grpc_server_msg_received_total", labels) == 3
     assert delta(before, after, "grpc_server_msg_sent_total", labels) == 2
-    exhausted = grpc_labels("bidi_stream", "Chat", grpc_code="RESOURCE_EXHAUSTED")
+    exhausted = grpc_labels("bidi_stream", "Chat", grpc_code="ResourceExhausted")
     assert delta(before, after, "grpc_server_handled_total", exhausted) == 1
     ok = grpc_labels("bidi_stream", "Chat", grpc_code="OK")
     assert delta(before, after, "grpc_server_handled_total", ok) == 0
@@ -212,7 +214,7 @@ def test_stream_cancelled_by_the_client_is_handled_as_cancelled(metrics, stub):
     responses = stub.ticks(b"1000")
     assert [next(responses) for _ in range(3)] == [b"tick"] * 3
     responses.cancel()
-    cancelled = grpc_labels("server_stream", "Ticks", grpc_code="CANCELLED")
+    cancelled = grpc_labels("server_stream", "Ticks", grpc_code="Canceled")
     after = wait_for(metrics, before, "grpc_server_handled_total", cancelled)
     assert delta(before, after, "grpc_server_handled_total", cancelled) == 1
     ok = grpc_labels("server_stream", "Ticks", grpc_code="OK")
@@ -224,7 +226,7 @@ def test_call_past_its_deadline_is_handled_as_deadline_exceeded(metrics, stub):
     with pytest.raises(grpc.RpcError) as late:
         stub.echo(b"sleep0.5", timeout=0.1)
     assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    exceeded = grpc_labels("unary", "Echo", grpc_code="DEADLINE_EXCEEDED")
+    exceeded = grpc_labels("unary", "Echo", grpc_code="DeadlineExceeded")
     after = wait_for(metrics, before, "grpc_server_handled_total", exceeded)
     assert delta(before, after, "grpc_server_handled_total", exceeded) == 1
 
@@ -288,13 +290,13 @@ def test_layer_statistics_are_read_from_the_stats_source_on_every_scrape(metrics
     assert value("hebbian_layer_weight_norm", "0") == 2.0
     assert value("hebbian_layer_lateral_norm", "0") == 0.5
     assert value("hebbian_layer_orthonormality_error", "0") == 0.01
-    assert value("hebbian_layer_weight_drift_per_minute", "0") == 0.002
+    assert value("hebbian_layer_weight_drift_per_second", "0") == 0.002
     assert value("hebbian_layer_reconstruction_error", "0") == 0.1
     assert value("hebbian_layer_explained_variance", "0") == 0.9
     assert value("hebbian_layer_weight_norm", "1") == 1.5
     assert value("hebbian_layer_orthonormality_error", "1") == 0.2
     # unknown values are left out instead of exported as NaN
-    assert value("hebbian_layer_weight_drift_per_minute", "1") is None
+    assert value("hebbian_layer_weight_drift_per_second", "1") is None
     assert value("hebbian_layer_explained_variance", "1") is None
 
     layers[0] = LayerStatsValues(3.0, 0.5, 0.01, 0.002, 0.1, 0.9)
@@ -344,6 +346,41 @@ def test_standard_process_metrics_are_exposed(metrics):
     assert rss > 1_000_000
     assert ("process_cpu_seconds_total", frozenset()) in after
     assert any(name == "python_info" for name, _ in after)
+
+
+def test_build_info_carries_the_versions_of_the_service_python_and_grpc(metrics):
+    info = [(labels, value) for (name, labels), value in scrape(metrics).items()
+            if name == "hebbian_build_info"]
+    assert len(info) == 1
+    labels, value = dict(info[0][0]), info[0][1]
+    assert value == 1
+    assert labels["version"] == importlib.metadata.version("hebbian-service")
+    assert labels["python_version"] == platform.python_version()
+    assert labels["grpc_version"] == grpc.__version__
+
+
+def test_no_created_series_are_exported(metrics, stub):
+    stub.echo(b"created?")
+    metrics.model("created").observe_batch(
+        size=1, learned=1, inferred=0, skipped=0, compute_seconds=0.001
+    )
+    url = f"http://127.0.0.1:{metrics.http_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    assert "grpc_server_handled_total{" in text
+    assert "hebbian_samples_learned_total{" in text
+    assert [line for line in text.splitlines() if "_created" in line] == []
+
+
+def test_every_grpc_code_is_named_as_go_grpc_prometheus_names_it():
+    # Go's codes.Code.String(), which go-grpc-prometheus writes as the grpc_code label
+    go_names = [
+        "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+        "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+        "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
+        "Unauthenticated",
+    ]
+    by_number = sorted(GRPC_CODE_NAMES.items(), key=lambda item: item[0].value[0])
+    assert [name for _, name in by_number] == go_names
 
 
 def test_http_endpoint_binds_a_free_port_and_releases_it_on_stop():

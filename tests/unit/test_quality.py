@@ -65,10 +65,10 @@ def test_layer_stats_report_norms_and_orthonormality_of_the_live_kernel():
     assert stats.kernel_norm == pytest.approx(np.sqrt(3.0))
     assert stats.lateral_norm == pytest.approx(np.sqrt(2 * 0.5**2))
     assert stats.orthonormality_error == pytest.approx(1.0)
-    # nothing observed and no history yet
+    # nothing observed yet: no error estimate, and nothing learned so no drift
     assert math.isnan(stats.reconstruction_error)
     assert math.isnan(stats.explained_variance)
-    assert math.isnan(stats.weight_drift_per_minute)
+    assert stats.weight_drift_per_second == 0.0
 
 
 def test_first_observation_gives_the_energy_weighted_reconstruction_error():
@@ -139,30 +139,48 @@ def test_observe_is_rate_limited():
     assert tracker.layer_stats()[0].reconstruction_error != before
 
 
-def test_drift_compares_with_the_kernel_of_one_minute_ago():
+def test_drift_is_the_relative_change_per_second_against_the_kernel_of_one_minute_ago():
     rng = np.random.default_rng(6)
     stack = make_stack(5, dict(units=3, rule="sanger"))
     k0 = stack.layer_states()[0].kernel.astype(np.float64)
     k1 = rng.normal(size=(5, 3)).astype(np.float32).astype(np.float64)
     change = np.linalg.norm(k1 - k0) / np.linalg.norm(k1)
     clock = FakeClock()
-    tracker = QualityTracker(stack, clock)  # first copy of the kernel at t = 0
+    tracker = QualityTracker(stack, clock)
 
     def drift_at(t: float) -> float:
         clock.now = 1000.0 + t
-        return tracker.layer_stats()[0].weight_drift_per_minute
+        return tracker.layer_stats()[0].weight_drift_per_second
 
+    assert drift_at(0.0) == 0.0  # nothing observed: nothing learned
+    tracker.observe(rng.normal(size=(4, 5)).astype(np.float32))  # first copy, at t = 0
     assert math.isnan(drift_at(0.5))  # no copy old enough to compare with
     for t in range(5, 30, 5):  # a kernel copy every 5 s
         assert drift_at(float(t)) == 0.0
     set_kernel(stack, 0, k1)
-    # before a minute of history: the change since the oldest copy, extrapolated to a minute
-    assert drift_at(30.0) == pytest.approx(change * 60 / 30)
+    # before a minute of history: the change since the oldest copy, per second
+    assert drift_at(30.0) == pytest.approx(change / 30)
     for t in range(35, 85, 5):
         drift_at(float(t))
-    assert drift_at(85.0) == pytest.approx(change)  # vs the copy of t = 25, still k0
+    assert drift_at(85.0) == pytest.approx(change / 60)  # vs the copy of t = 25, still k0
     assert drift_at(90.0) == pytest.approx(0.0)  # vs the copy of t = 30, already k1
     assert len(tracker._ring) <= 60 / 5 + 2  # memory stays bounded
+
+
+def test_weights_replaced_before_the_first_observed_batch_are_not_drift():
+    # A restarted server builds the tracker, then recovers (snapshot load, log replay):
+    # the recovered kernel differs from the freshly initialised one, but nothing was learned.
+    rng = np.random.default_rng(9)
+    stack = make_stack(5, dict(units=3, rule="sanger"))
+    clock = FakeClock()
+    tracker = QualityTracker(stack, clock)
+    set_kernel(stack, 0, rng.normal(size=(5, 3)))  # "recovery"
+    for t in (1.0, 5.0, 30.0, 61.0, 120.0):
+        clock.now = 1000.0 + t
+        assert tracker.layer_stats()[0].weight_drift_per_second == 0.0
+    tracker.observe(rng.normal(size=(4, 5)).astype(np.float32))  # live learning starts
+    clock.now += 10.0
+    assert tracker.layer_stats()[0].weight_drift_per_second == 0.0  # the kernel is unchanged
 
 
 def test_history_is_forgotten_when_the_step_goes_back():
@@ -180,7 +198,7 @@ def test_history_is_forgotten_when_the_step_goes_back():
     fresh = QualityTracker(stack, clock)
     fresh.observe(x)
     assert stats.reconstruction_error == pytest.approx(fresh.layer_stats()[0].reconstruction_error)
-    assert math.isnan(stats.weight_drift_per_minute)  # drift history restarted too
+    assert math.isnan(stats.weight_drift_per_second)  # drift history restarted at the 2nd
 
 
 def test_layer_stats_can_be_read_while_the_learner_observes():

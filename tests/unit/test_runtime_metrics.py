@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 import threading
 
+import pytest
 from prometheus_client import CollectorRegistry
 
-from service.server.runtime_metrics import DataDirCollector, register_readiness
+from service.server.runtime_metrics import (
+    DataDirCollector,
+    MemoryLimitCollector,
+    memory_limit_bytes,
+    register_readiness,
+)
 from service.state.snapshot import SUFFIX as SNAPSHOT_SUFFIX
 from service.state.store import CONFIG, DataDir
 from service.state.wal import SEGMENT_SUFFIX
@@ -19,6 +25,26 @@ def test_readiness_gauge_follows_the_event():
     assert registry.get_sample_value("hebbian_ready") == 0.0
     ready.set()
     assert registry.get_sample_value("hebbian_ready") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"memory.max": "2147483648\n"}, 2**31),  # cgroup v2 with a limit
+        ({"memory.max": "max\n"}, None),  # cgroup v2, unlimited
+        ({"memory/memory.limit_in_bytes": "1073741824\n"}, 2**30),  # cgroup v1
+        ({"memory/memory.limit_in_bytes": "9223372036854771712\n"}, None),  # v1 unlimited
+        ({}, None),  # no cgroup files at all (not Linux, or not mounted)
+    ],
+)
+def test_memory_limit_is_read_from_the_cgroup_files(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert memory_limit_bytes(tmp_path) == expected
+    registry = CollectorRegistry()
+    registry.register(MemoryLimitCollector(tmp_path))
+    assert registry.get_sample_value("hebbian_memory_limit_bytes") == expected
 
 
 def make_model(data_dir: DataDir, name: str, snapshots: dict[str, float], segments: list[int]):

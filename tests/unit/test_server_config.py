@@ -110,6 +110,15 @@ def test_environment_sets_limits_and_paths():
     assert config.log_level == "debug"
 
 
+def test_log_format_comes_from_flag_environment_or_file(tmp_path):
+    assert ServerConfig().log_format == "text"
+    path = write(tmp_path, "c.toml", 'log_format = "json"\n')
+    assert load_config(flags("--config", str(path)), env={}).log_format == "json"
+    assert load_config(flags(), env={"HEBBIAN_LOG_FORMAT": "JSON"}).log_format == "json"
+    env = {"HEBBIAN_LOG_FORMAT": "json"}
+    assert load_config(flags("--log-format", "text"), env=env).log_format == "text"
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "file", "message"),
     [
@@ -124,6 +133,7 @@ def test_environment_sets_limits_and_paths():
         ((), {}, "[models.Big]\ninput_dim = 1\nlayers = []\n", "invalid model name 'Big'"),
         ((), {}, "[models.a]\ninput_dim = 1\n", "model 'a' in"),
         ((), {"HEBBIAN_LOG_LEVEL": "loud"}, None, "must be one of debug, info"),
+        (("--log-format", "xml"), {}, None, "flag --log-format must be one of text, json"),
     ],
 )
 def test_invalid_configuration_is_one_clear_line(tmp_path, argv, env, file, message):
