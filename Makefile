@@ -16,14 +16,14 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --requirement requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e '.[keras,test]'
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[keras,plot,test]'
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 ## lock: re-resolve pyproject.toml's ranges into .venv and write requirements.lock from it
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade -e '.[keras,test]'
+	$(BIN)/python -m pip install --quiet --upgrade -e '.[keras,plot,test]'
 	{ sed -n '/^#/p' requirements.lock; $(BIN)/python -m pip freeze --all --exclude-editable --exclude pip; } \
 	  > requirements.lock.new && mv requirements.lock.new requirements.lock
 	touch $(STAMP)
