@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -9,20 +12,41 @@ import tensorflow as tf
 from service.model import dynamics
 from service.model.layer_state import HebbianState, initial_state
 from service.model.params import check_seed, layer_from_config
+from service.model.stability import rate_warning
 
 _STATE_FIELDS = HebbianState._fields
+LEARN_MODES = ("never", "training", "always")  # index = the value of the `_learn_mode` variable
+# Registered as "service.model>Hebbian": a `.keras` file names what to import to load it.
+PACKAGE = "service.model"
 
 
-@keras.saving.register_keras_serializable(package="hebbian")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class Hebbian(keras.layers.Layer):
     """Densely connected layer that learns online with a local Hebbian rule.
 
     Computes ``y = activation(x @ kernel)`` and, with lateral connections,
-    ``y + y @ lateral``. When ``learning`` is on, every call (``model(x)``,
-    ``model.predict``, calls inside a ``tf.function``) also updates the layer's state
-    with ``variable.assign``, like the moving statistics of ``BatchNormalization``:
-    each sample's activation is computed first, then its update is applied. The
-    state is never trained by gradients (``trainable`` is unrelated to ``learning``).
+    ``y + y @ lateral``. A call that learns also updates the layer's state with
+    ``variable.assign``, like the moving statistics of ``BatchNormalization``: each
+    sample's activation is computed first, then its update is applied. The state is
+    never trained by gradients (``trainable`` is unrelated to learning).
+
+    When a call learns is one switch, ``learn``:
+
+    - ``"always"`` (default, online learning): every call learns: ``model(x)``,
+      ``model.predict``, ``model.evaluate``, ``model.fit``, calls in a ``tf.function``.
+    - ``"training"``: only calls with ``training=True`` learn (``model.fit``, or
+      ``model(x, training=True)``); ``predict``, ``evaluate`` and ``model(x)`` do not,
+      exactly like ``BatchNormalization``'s moving statistics.
+    - ``"never"``: inference only; the state is untouched.
+
+    ``learning`` is the boolean shorthand: ``learning=False`` is ``learn="never"``,
+    ``learning=True`` is ``learn="always"``; reading it says whether any call can learn.
+    ``service.model.frozen(model)`` sets every layer to ``"never"`` for a block.
+
+    A sample whose update would make a weight non-finite is not applied; the layer
+    counts it in ``refused`` (a non-trainable variable saved with the state) and warns
+    the first time. A learning call also warns once when the learning rate is too large
+    for the input's scale (see ``service.model.stability``).
 
     Args:
       units: output width; independent of the input width (``output_dim`` is
@@ -48,7 +72,9 @@ class Hebbian(keras.layers.Layer):
       bcm_threshold_rate: rate of the BCM threshold's running mean of y^2.
       granularity: "per_sample" (exact online learning, default) or "batch_mean"
         (one update per call, the mean of the per-sample updates).
-      learning: default of the ``learning`` switch of ``call``.
+      learn: "always", "training" or "never": when calls learn (see above).
+      learning: the older boolean form of ``learn`` (False = "never"); ignored when
+        ``learn`` is given, and they must agree if both are.
       seed: seed of the initial weights and the mask; drawn at random when None and
         then stored in the config, so a model is always reproducible.
 
@@ -78,7 +104,8 @@ class Hebbian(keras.layers.Layer):
         weight_bound: float = 1.0,
         bcm_threshold_rate: float = 1e-2,
         granularity: str = "per_sample",
-        learning: bool = True,
+        learn: str | None = None,
+        learning: bool | None = None,
         output_dim: int | None = None,
         **kwargs,
     ):
@@ -98,11 +125,15 @@ class Hebbian(keras.layers.Layer):
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31 - 1))
         self.seed = check_seed(seed)
-        # A variable, not a Python bool, so that flipping the switch also reaches
+        # A variable, not a Python value, so that flipping the switch also reaches
         # functions Keras already traced (model.predict's cached predict_function).
-        self._learning = tf.Variable(bool(learning), trainable=False, name="learning")
+        self._learn_mode = tf.Variable(
+            LEARN_MODES.index(_learn_mode(learn, learning)), trainable=False,
+            dtype=tf.int32, name="learn_mode",
+        )
         self.units = units
         self._learn_fn = tf.function(self._learn_batch, reduce_retracing=True, autograph=False)
+        self._warned: set[str] = set()
 
     # -- Keras structure ---------------------------------------------------------------
 
@@ -129,33 +160,65 @@ class Hebbian(keras.layers.Layer):
         self.mask = add("mask", initial.mask)
         self.theta = add("theta", initial.theta)
         self.step = add("step", initial.step, dtype="int64")
+        # Not part of `HebbianState` (the engine counts skipped samples itself); saved in
+        # `.keras` files after the state (see `load_own_variables` for older files).
+        self.refused = add("refused", np.array(0, np.int64), dtype="int64")
 
-    def call(self, inputs, learning: bool | None = None):
-        """Activations of `inputs`; while learning, each sample then updates the state.
+    def call(self, inputs, training: bool | None = None, learning: bool | None = None):
+        """Activations of `inputs`; when this call learns, each sample then updates the state.
 
-        `learning` overrides the layer's switch for this call (direct layer calls only:
-        Keras models do not forward extra call arguments; set `layer.learning` instead).
+        `training` is Keras' flag (True under `fit`); with `learn="training"` only
+        `training=True` learns. `learning` overrides the switch for this call (direct layer
+        calls only: Keras models do not forward extra call arguments).
         """
         x = tf.convert_to_tensor(inputs, tf.float32)
         lead_shape = tf.shape(x)[:-1]
         x = tf.reshape(x, (-1, self.params.input_dim))
         self._check_finite(x)
-        if learning is None and not tf.executing_eagerly():
-            y = tf.cond(self._learning, lambda: self._learn(x), lambda: self._infer(x))
-        elif self.learning if learning is None else bool(learning):
-            y = self._learn(x)
+        if learning is not None:
+            y = self._learn(x) if learning else self._infer(x)
+        elif tf.executing_eagerly():
+            y = self._learn(x) if self.learns(training) else self._infer(x)
         else:
-            y = self._infer(x)
+            y = tf.cond(self.learns_tensor(training), lambda: self._learn(x),
+                        lambda: self._infer(x))
         return tf.reshape(y, tf.concat([lead_shape, [self.units]], axis=0))
 
     @property
+    def learn(self) -> str:
+        """When calls learn: "always", "training" or "never"."""
+        return LEARN_MODES[int(self._learn_mode.numpy())]
+
+    @learn.setter
+    def learn(self, mode: str) -> None:
+        self._learn_mode.assign(LEARN_MODES.index(_learn_mode(mode, None)))
+
+    @property
     def learning(self) -> bool:
-        """Whether calls update the state (the switch read by `call`)."""
-        return bool(self._learning.numpy())
+        """Shorthand of `learn`: False means "never"; setting True means "always"."""
+        return self.learn != "never"
 
     @learning.setter
     def learning(self, enabled: bool) -> None:
-        self._learning.assign(bool(enabled))
+        self.learn = "always" if enabled else "never"
+
+    def learns(self, training: bool | None = None) -> bool:
+        """Whether a call with Keras' `training` flag learns, under the current switch."""
+        return bool(self.learns_tensor(training).numpy())
+
+    def learns_tensor(self, training: bool | None = None) -> tf.Tensor:
+        """`learns` as a boolean tensor that reads the switch when it runs (for graphs)."""
+        lowest = LEARN_MODES.index("training" if training else "always")
+        return self._learn_mode >= lowest
+
+    def load_own_variables(self, store) -> None:
+        """Load the saved variables; files from before `refused` existed have 5, not 6."""
+        if len(store.keys()) == len(_STATE_FIELDS):
+            for variable, key in zip(self.state_variables, sorted(store.keys(), key=int),
+                                     strict=True):
+                variable.assign(store[key])
+            return
+        super().load_own_variables(store)
 
     def compute_output_shape(self, input_shape):
         """Same leading axes as the input, last axis `units`."""
@@ -165,7 +228,7 @@ class Hebbian(keras.layers.Layer):
         """Constructor arguments, including the actual seed, so the layer rebuilds exactly."""
         config = super().get_config()
         config.update(self.params.to_dict())
-        config.update(seed=self.seed, learning=self.learning)
+        config.update(seed=self.seed, learn=self.learn)
         return config
 
     # -- state -------------------------------------------------------------------------
@@ -190,20 +253,22 @@ class Hebbian(keras.layers.Layer):
             variable.assign(value)
 
     def _learn(self, x):
-        new_state, y = self._learn_fn(x, self.state)
-        for name, value in zip(_STATE_FIELDS, new_state, strict=True):
-            getattr(self, name).assign(value)
+        new_states, y, skipped = self._learn_fn(x, (self.state,))
+        assign_learned((self,), x, new_states, skipped)
         return y
 
     def _infer(self, x):
         return dynamics.forward(self.params, self.state, x)
 
-    def _learn_batch(self, x, state):
-        n = tf.shape(x)[0]
-        (new_state,), y, _ = dynamics.run(
-            (self.params,), (HebbianState(*state),), x, tf.ones([n], tf.bool), n
-        )
-        return new_state, y
+    def _learn_batch(self, x, states):
+        return learn_stack((self.params,), states, x)
+
+    def warn_once(self, kind: str, message: str) -> None:
+        """Warn with `message` the first time this layer meets `kind` of trouble."""
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(f"Hebbian layer {self.name!r}: {message}", RuntimeWarning,
+                          stacklevel=3)
 
     def _check_finite(self, x) -> None:
         if tf.executing_eagerly():
@@ -217,4 +282,63 @@ class Hebbian(keras.layers.Layer):
         else:
             tf.debugging.assert_all_finite(
                 x, f"layer {self.name!r} expects finite input values; got NaN or Inf"
+            )
+
+
+# Files saved before the package was "service.model" recorded "hebbian>Hebbian".
+keras.saving.get_custom_objects()["hebbian>Hebbian"] = Hebbian
+
+
+def _learn_mode(learn: str | None, learning: bool | None) -> str:
+    """The `learn` mode from the constructor's `learn` and its boolean shorthand `learning`."""
+    if learn is None:
+        return "never" if learning is False else "always"
+    if learn not in LEARN_MODES:
+        raise ValueError(f"learn must be one of {', '.join(LEARN_MODES)}; got {learn!r}")
+    if learning is not None and bool(learning) != (learn != "never"):
+        raise ValueError(f"learn={learn!r} and learning={learning!r} disagree; give only learn")
+    return learn
+
+
+def learn_stack(params, states, x):
+    """Every row of `x` through a stack of layers, learning; the stack guarded as one.
+
+    Returns (new states, activations, skipped per sample): a sample whose update would make
+    a weight of any layer non-finite is applied to no layer (`dynamics.run`, which the
+    engines share).
+    """
+    n = tf.shape(x)[0]
+    states = tuple(HebbianState(*s) for s in states)
+    return dynamics.run(tuple(params), states, x, tf.ones([n], tf.bool), n)
+
+
+def assign_learned(layers: Sequence[Hebbian], x, new_states, skipped) -> None:
+    """Assign a learned stack state to its layers; count (and warn of) refused samples.
+
+    In eager calls also warns once when the first layer's learning rate is too large for
+    the scale of `x` (`stability.rate_warning`).
+    """
+    refused = tf.reduce_sum(tf.cast(skipped, tf.int64))
+    for layer, state in zip(layers, new_states, strict=True):
+        for name, value in zip(_STATE_FIELDS, state, strict=True):
+            getattr(layer, name).assign(value)
+        layer.refused.assign_add(refused)
+    if tf.executing_eagerly():
+        warn_about(layers, x)
+
+
+def warn_about(layers: Sequence[Hebbian], x=None) -> None:
+    """Warn once per layer about refused samples, and about `x` too large for the rates."""
+    if x is not None:
+        message = rate_warning(layers[0].params, np.asarray(x))
+        if message:
+            layers[0].warn_once("rate", message)
+    for layer in layers:
+        count = int(layer.refused.numpy())
+        if count:
+            layer.warn_once(
+                "refused",
+                f"{count} sample(s) refused so far: their update would have made a weight "
+                f"non-finite, so they were applied to no layer (step {int(layer.step.numpy())}"
+                "). The learning rate is probably too large for the data; see `refused`.",
             )

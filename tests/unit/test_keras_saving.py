@@ -1,0 +1,67 @@
+"""`.keras` files of this project load in a fresh process with plain `keras.saving.load_model`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from service.model import Hebbian, HebbianSequential, HebbianStack, StackConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+X = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+LOAD = """
+import json, sys
+import keras
+{imports}
+model = keras.saving.load_model(sys.argv[1])
+print(json.dumps({{"class": type(model).__name__,
+                   "kernels": [layer.kernel.numpy().tolist() for layer in model.layers],
+                   "steps": [int(layer.step.numpy()) for layer in model.layers],
+                   "learn": [layer.learn for layer in model.layers]}}))
+"""
+
+
+def load_in_fresh_process(path: Path, imports: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", LOAD.format(imports=imports), str(path)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+
+
+def test_a_saved_hebbian_sequential_loads_in_a_fresh_process_after_import_service_model(tmp_path):
+    model = HebbianSequential([keras.Input((8,)), Hebbian(4, seed=0, learn="training"),
+                               Hebbian(2, seed=1)])
+    model.fit(X, verbose=0)
+    model.save(tmp_path / "m.keras")
+    done = load_in_fresh_process(tmp_path / "m.keras", "import service.model")
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert loaded["class"] == "HebbianSequential"
+    assert loaded["steps"] == [40, 40]
+    assert loaded["learn"] == ["training", "always"]
+    for kernel, layer in zip(loaded["kernels"], model.layers, strict=True):
+        np.testing.assert_array_equal(np.float32(kernel), layer.kernel.numpy())
+
+
+def test_an_exported_served_model_loads_in_a_fresh_process(tmp_path):
+    stack = HebbianStack(StackConfig(8, ({"units": 3, "rule": "sanger", "seed": 2},)))
+    stack.engine.process(X)
+    stack.keras_model().save(tmp_path / "served.keras")
+    done = load_in_fresh_process(tmp_path / "served.keras", "import service.model")
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert loaded["steps"] == [40]
+    np.testing.assert_array_equal(np.float32(loaded["kernels"][0]), stack.layer_states()[0].kernel)
+
+
+def test_without_the_import_the_error_names_the_package_to_import(tmp_path):
+    model = keras.Sequential([keras.Input((8,)), Hebbian(2, seed=0)])
+    model.save(tmp_path / "m.keras")
+    done = load_in_fresh_process(tmp_path / "m.keras", "")
+    assert done.returncode != 0
+    assert "'registered_name': 'service.model>Hebbian'" in done.stderr
