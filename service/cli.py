@@ -9,6 +9,7 @@
     hebbian stream [-m MODEL] (--synthetic | --file samples.csv | < samples.csv) [--batch N]
     hebbian reset|snapshot|snapshots [-m MODEL];  hebbian restore SNAPSHOT_ID [-m MODEL]
     hebbian export [-m MODEL] --out model.keras
+    hebbian plot [-m MODEL | --from model.keras] --out model.png [--image-shape 8x8]
     hebbian check-data DIR                (offline: reads a data directory, changes nothing)
     hebbian completion bash|zsh           (a shell completion script, from this parser)
     hebbian --version
@@ -40,6 +41,7 @@ from service.cli_data import add_data_commands, check_data, run_data_command
 from service.cli_io import InputError, format_rows, parse_values
 from service.cli_models import add_model_option, add_models_command, model_name, run_models
 from service.cli_models import record as model_record
+from service.cli_plot import add_plot_command, run_plot, run_plot_file
 
 DEFAULT_TARGET = "127.0.0.1:50051"  # same as service.client.DEFAULT_TARGET (kept import-free)
 
@@ -155,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_option(reset, positional=True)
     reset.add_argument("--seed", type=int, help="new seed (default: each layer's configured seed)")
     add_data_commands(commands, client)
+    add_plot_command(commands, client)
 
     completion = commands.add_parser(
         "completion", help="print a shell completion script generated from this parser",
@@ -247,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "check-data":
         return check_data(args.directory, args.json)
+    if args.command == "plot" and args.source_file is not None:
+        return run_plot_file(args)
     if args.command == "completion":
         from service.bench.service import build_parser as bench_parser
         from service.cli_completion import completion_script
@@ -318,6 +323,8 @@ def _run_client_command(args: argparse.Namespace) -> int:
                 return run_stream(client, args)
             if args.command in ("export", "snapshot", "snapshots", "restore"):
                 return run_data_command(client, args)
+            if args.command == "plot":
+                return run_plot(client, args)
             if args.command == "reset":
                 model = client.reset(args.model, seed=args.seed)
                 if args.json:

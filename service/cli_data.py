@@ -57,31 +57,37 @@ def _report_dict(report: Any) -> dict:
     }
 
 
+def served_stack(client: Any, name: str) -> tuple[Any, Any, Any]:
+    """A served model read back: (its `Model`, the `SnapshotResponse`, a `HebbianStack`
+    holding its full state). Reading the weights takes a snapshot (Snapshot with
+    include_weights), which counts against the server's --snapshot-keep."""
+    from service.client import config_from_proto, decode_tensor
+    from service.model import HebbianStack, StackConfig
+
+    model = client.get_model(name)
+    snapshot = client.snapshot(name, include_weights=True)
+    stack = HebbianStack(StackConfig.from_dict(config_from_proto(model.config)))
+    arrays: dict[str, np.ndarray] = {}
+    for index, layer in enumerate(snapshot.layers):
+        for field in LAYER_FIELDS:
+            arrays[f"layer{index}.{field}"] = decode_tensor(getattr(layer, field)).astype(
+                np.float32
+            )
+        arrays[f"layer{index}.step"] = np.array(layer.step, np.int64)
+    stack.load_state_arrays(arrays)
+    return model, snapshot, stack
+
+
 def export_model(client: Any, name: str, out: Path, as_json: bool = False) -> int:
     """Write a served model, full state included, as a `.keras` file that
     `keras.models.load_model` loads and that keeps learning where the server was."""
     from service.cli_io import Progress
-    from service.client import config_from_proto, decode_tensor
 
-    with Progress(4, unit="steps", description="reading the model") as progress:
-        model = client.get_model(name)
-        progress.update(1, description="snapshot with weights")
-        snapshot = client.snapshot(name, include_weights=True)
-        progress.update(2, description="loading Keras")
-        from service.model import HebbianStack, StackConfig
-
-        stack = HebbianStack(StackConfig.from_dict(config_from_proto(model.config)))
-        arrays: dict[str, np.ndarray] = {}
-        for index, layer in enumerate(snapshot.layers):
-            for field in LAYER_FIELDS:
-                arrays[f"layer{index}.{field}"] = decode_tensor(getattr(layer, field)).astype(
-                    np.float32
-                )
-            arrays[f"layer{index}.step"] = np.array(layer.step, np.int64)
-        stack.load_state_arrays(arrays)
-        progress.update(3, description=f"writing {out}")
+    with Progress(2, unit="steps", description="reading the model and its weights") as progress:
+        model, snapshot, stack = served_stack(client, name)
+        progress.update(1, description=f"writing {out}")
         stack.keras_model().save(out)
-        progress.update(4)
+        progress.update(2)
     info = snapshot.snapshot
     if as_json:
         print(json.dumps({"model": model.name, "snapshot_id": info.snapshot_id,
