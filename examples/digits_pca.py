@@ -3,8 +3,8 @@
     python examples/digits_pca.py --out digits.png              # starts a server of its own
     python examples/digits_pca.py --target 127.0.0.1:50051      # or uses a running one
 
-The 8x8 digit images (1797 of them, shipped with scikit-learn) are centred and scaled to
-[-1, 1]-ish pixels (a learning rate of 0.01 keeps eta ||x||^2 well below 2), streamed in
+The 8x8 digit images (1797 of them, shipped with scikit-learn) are centred and divided by
+8 (||x||^2 <= 36, so a learning rate of 0.01 keeps eta ||x||^2 <= 0.36, well below 2), streamed in
 batches into a `sanger` model (GHA: unit i -> the i-th principal component), and the
 model's explained variance is polled from GetModel after every pass. The picture shows the
 learned components above PCA's, with |cos| between each pair, and the learning curve.
