@@ -65,3 +65,32 @@ def test_without_the_import_the_error_names_the_package_to_import(tmp_path):
     done = load_in_fresh_process(tmp_path / "m.keras", "")
     assert done.returncode != 0
     assert "'registered_name': 'service.model>Hebbian'" in done.stderr
+
+
+def test_a_file_saved_before_the_refused_counter_and_the_learn_switch_still_loads(tmp_path):
+    import io
+    import zipfile
+
+    import h5py
+
+    model = keras.Sequential([keras.Input((8,)), Hebbian(2, seed=0)])
+    model(X)
+    model.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as new:
+        config = new.read("config.json").decode()
+        weights = io.BytesIO(new.read("model.weights.h5"))
+        metadata = new.read("metadata.json")
+    assert '"registered_name": "service.model>Hebbian"' in config
+    config = config.replace("service.model>Hebbian", "hebbian>Hebbian")
+    config = config.replace('"learn": "always"', '"learning": true')
+    with h5py.File(weights, "a") as h5:
+        del h5["layers/hebbian/vars/5"]  # the layout had 5 variables: no `refused`
+    with zipfile.ZipFile(tmp_path / "old.keras", "w") as old:
+        old.writestr("config.json", config)
+        old.writestr("metadata.json", metadata)
+        old.writestr("model.weights.h5", weights.getvalue())
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    layer = loaded.layers[0]
+    np.testing.assert_array_equal(layer.kernel.numpy(), model.layers[0].kernel.numpy())
+    assert int(layer.step.numpy()) == 40 and int(layer.refused.numpy()) == 0
+    assert layer.learn == "always"
