@@ -45,8 +45,11 @@ class Hebbian(keras.layers.Layer):
 
     A sample whose update would make a weight non-finite is not applied; the layer
     counts it in ``refused`` (a non-trainable variable saved with the state) and warns
-    the first time. A learning call also warns once when the learning rate is too large
-    for the input's scale (see ``service.model.stability``).
+    the first time, in eager calls and in ``HebbianSequential``'s ``fit``/``evaluate``/
+    ``predict`` (graphs only count). Those also warn once when the learning rate is too
+    large for the input's scale (see ``service.model.stability``). A stack of layers is
+    guarded as one only in a ``HebbianSequential``; a plain ``Sequential`` guards each
+    layer alone.
 
     Args:
       units: output width; independent of the input width (``output_dim`` is
@@ -73,8 +76,8 @@ class Hebbian(keras.layers.Layer):
       granularity: "per_sample" (exact online learning, default) or "batch_mean"
         (one update per call, the mean of the per-sample updates).
       learn: "always", "training" or "never": when calls learn (see above).
-      learning: the older boolean form of ``learn`` (False = "never"); ignored when
-        ``learn`` is given, and they must agree if both are.
+      learning: the older boolean form of ``learn`` (False = "never", True = "always");
+        when both are given they must agree.
       seed: seed of the initial weights and the mask; drawn at random when None and
         then stored in the config, so a model is always reproducible.
 
