@@ -333,7 +333,7 @@ def assign_learned(layers: Sequence[Hebbian], x, new_states, skipped) -> None:
 def warn_about(layers: Sequence[Hebbian], x=None) -> None:
     """Warn once per layer about refused samples, and about `x` too large for the rates."""
     if x is not None:
-        message = rate_warning(layers[0].params, np.asarray(x))
+        message = rate_warning(layers[0].params, np.asarray(x), layers[0].kernel.numpy())
         if message:
             layers[0].warn_once("rate", message)
     for layer in layers:

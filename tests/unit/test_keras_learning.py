@@ -151,10 +151,15 @@ def test_rate_warning_names_the_rate_the_sample_and_a_rate_that_would_do():
     assert f"sample {int(norms.argmax())} has ||x||^2 = {norms.max():.4g}" in message
     assert "learning_rate=0.5 is too large" in message and "below 2" in message
     assert rate_warning(params, DIGITS / 16 / 8) is None
-    lateral = Hebbian(4, lateral="anti_hebbian", lateral_learning_rate=0.1,
+    lateral = Hebbian(8, lateral="anti_hebbian", lateral_learning_rate=0.1,
                       learning_rate=1e-4).params.with_input_dim(64)
-    standardised = np.random.default_rng(1).normal(size=(200, 64))
-    assert "lateral_learning_rate=0.1 is too large" in rate_warning(lateral, standardised)
+    standardised = np.random.default_rng(1).normal(size=(2000, 64))
+    unit_columns = np.linalg.qr(np.random.default_rng(2).normal(size=(64, 8)))[0]
+    message = rate_warning(lateral, standardised, unit_columns)  # E||y||^2 ~ 8: 0.1 diverges
+    assert "lateral_learning_rate=0.1 is too large" in message and "E||y||^2 = 7.991" in message
+    stable = Hebbian(8, lateral="anti_hebbian", lateral_learning_rate=0.05,
+                     learning_rate=1e-4).params.with_input_dim(64)
+    assert rate_warning(stable, standardised, unit_columns) is None  # measured: |L| ~ 0.33
     hebb = Hebbian(4, rule="hebb", learning_rate=5.0).params.with_input_dim(64)
     assert rate_warning(hebb, DIGITS) is None  # bounded by its stabiliser
 
