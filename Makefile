@@ -55,7 +55,7 @@ $(PROMETHEUS):
 
 ## test: install into .venv and run the linter and the whole test suite
 test: $(STAMP) $(BUF) $(CHECKOV) $(PROMETHEUS)
-	$(BIN)/ruff check service tests
+	$(BIN)/ruff check service tests examples
 	$(BIN)/python -m pytest
 
 ## test-image: build deploy/Dockerfile with podman and run the image read-only (minutes;
@@ -81,7 +81,7 @@ deploy-rules: $(STAMP)
 
 ## lint: ruff only
 lint: $(STAMP)
-	$(BIN)/ruff check service tests
+	$(BIN)/ruff check service tests examples
 
 ## bench: the service end to end against a bare gRPC echo server, side by side, with
 ## PASS/FAIL per target (a few minutes); flags with ARGS, e.g. make bench ARGS="--json"

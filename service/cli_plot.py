@@ -75,7 +75,8 @@ def run_plot(client: Any, args: argparse.Namespace) -> int:
             "explained variance": [s.explained_variance for s in model.layer_stats],
             "orthonormality error": [s.orthonormality_error for s in model.layer_stats],
         } if model.layer_stats else None
-        title, step = f"model {model.name}", int(snapshot.snapshot.step)
+        step = int(snapshot.snapshot.step)
+        title = f"model {model.name}: step {step}, {model.samples_skipped} sample(s) refused"
     figure = plot_model(source, args.image_shape, stats=stats, title=title)
     figure.savefig(args.out, dpi=80)
     if args.json:
