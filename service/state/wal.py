@@ -18,26 +18,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from service.state.atomic import fsync_directory
-from service.state.log_reader import TornTail, read_segment
+from service.state.log_reader import (
+    SEGMENT_SUFFIX,
+    TornTail,
+    first_seq,
+    read_log,
+    segment_name,
+    segment_paths,
+)
 from service.state.records import Record, encode
+
+__all__ = ["SEGMENT_SUFFIX", "DurabilityError", "WriteAheadLog", "segment_paths"]
 
 log = logging.getLogger(__name__)
 
 FSYNC_POLICIES = ("always", "everysec", "no")
-SEGMENT_SUFFIX = ".wal"
 
 
 class DurabilityError(RuntimeError):
     """A write or fsync of the log failed; nothing after it may be acknowledged."""
-
-
-def segment_paths(directory: Path) -> list[Path]:
-    """The log's segment files, oldest first (each named by its first sequence)."""
-    return sorted(Path(directory).glob(f"*{SEGMENT_SUFFIX}"))
-
-
-def _first_seq(path: Path) -> int:
-    return int(path.name.removesuffix(SEGMENT_SUFFIX))
 
 
 class WriteAheadLog:
@@ -73,35 +72,36 @@ class WriteAheadLog:
 
     # -- start-up --------------------------------------------------------------------------
 
-    def recover(self) -> Iterator[Record]:
+    def recover(self, covered: int = 0) -> Iterator[Record]:
         """Yield every record in order, repairing a torn tail; then the log is open.
 
+        `covered` is the sequence a durable snapshot covers: when the log ends before it
+        (every record compacted away), the segments are all covered and the log goes on
+        in a new segment named `covered + 1`, so names and sequences always agree.
         Raises `CorruptLogError` (from the reader) when acknowledged data is damaged.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         paths = segment_paths(self.directory)
-        expected: int | None = None
-        for index, path in enumerate(paths):
-            last = index == len(paths) - 1
-            data = path.read_bytes()
-            records, torn = read_segment(path, data, last=last, expected_seq=expected)
-            if expected is None and records:
-                expected = records[0][1].seq
-            for _, record in records:
+        next_seq = 1
+        for segment in read_log(paths, covered):
+            for _, record in segment.records:
                 yield record
-                expected = record.seq + 1
+            next_seq = segment.next_seq
+            torn = segment.torn
             if torn is not None:
                 log.warning(
                     "write-ahead log %s: dropped a torn record of %d bytes at offset %d (%s)",
-                    path, torn.dropped_bytes, torn.offset, torn.reason,
+                    torn.path, torn.dropped_bytes, torn.offset, torn.reason,
                 )
-                with open(path, "r+b") as f:
+                with open(torn.path, "r+b") as f:
                     f.truncate(torn.offset)
                     os.fsync(f.fileno())
                 self.torn_tail = torn
-        if expected is None and paths:
-            expected = _first_seq(paths[-1])
-        self.next_seq = expected or 1
+        if next_seq <= covered:
+            for path in paths:
+                path.unlink()
+            paths, next_seq = [], covered + 1
+        self.next_seq = next_seq
         self._open_segment(paths[-1] if paths else None)
         if self.fsync == "everysec":
             self._flusher = threading.Thread(target=self._flush_every_second, daemon=True,
@@ -110,7 +110,7 @@ class WriteAheadLog:
 
     def _open_segment(self, path: Path | None) -> None:
         if path is None:
-            path = self.directory / f"{self.next_seq:020d}{SEGMENT_SUFFIX}"
+            path = self.directory / segment_name(self.next_seq)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._size = os.fstat(self._fd).st_size
         fsync_directory(self.directory)
@@ -179,7 +179,7 @@ class WriteAheadLog:
         paths = segment_paths(self.directory)
         deleted = []
         for path, following in itertools.pairwise(paths):
-            if _first_seq(following) - 1 <= seq:
+            if first_seq(following) - 1 <= seq:
                 path.unlink()
                 deleted.append(path)
         if deleted:

@@ -47,9 +47,9 @@ def write_log(directory, records, **kwargs):
     wal.close()
 
 
-def read_log(directory):
+def read_log(directory, covered=0):
     wal = WriteAheadLog(directory)
-    records = list(wal.recover())
+    records = list(wal.recover(covered))
     return wal, records
 
 
@@ -134,8 +134,10 @@ def test_segments_roll_and_covered_segments_are_dropped(tmp_path):
     after = segment_paths(tmp_path)
     assert len(after) < len(before) and after[-1] == before[-1]
     wal.close()
-    _, rest = read_log(tmp_path)
+    _, rest = read_log(tmp_path, covered=5)
     assert rest[0].seq <= 6 and rest[-1].seq == 8
+    with pytest.raises(CorruptLogError, match="newest snapshot covers only up to sequence 0"):
+        read_log(tmp_path)  # without the snapshot, the dropped records are missing
 
 
 def test_a_failed_fsync_poisons_the_log_and_is_never_retried(tmp_path, monkeypatch):
