@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from service.server.bounds import DEFAULT_MAX_LAYERS, DEFAULT_MAX_MODEL_COST
 from service.server.names import DEFAULT_MODEL, name_problem
 from service.server.tokens import TokenError, Tokens, load_tokens
 
@@ -48,6 +49,8 @@ class Limits:
     max_batch: int = 1024
     max_queued_samples: int = 65536
     max_model_weights: int = 16 * 1024 * 1024
+    max_layers: int = DEFAULT_MAX_LAYERS
+    max_model_cost: int = DEFAULT_MAX_MODEL_COST
     max_models: int = 64
     max_streams: int = 32
     keepalive_time: float = 60.0
@@ -173,6 +176,11 @@ SETTINGS = (
              "(back-pressure)", _positive, "an integer >= 1", "limits"),
     _Setting("max_model_weights", int, "largest model CreateModel accepts, in weights "
              "(more: RESOURCE_EXHAUSTED)", _positive, "an integer >= 1", "limits"),
+    _Setting("max_layers", int, "most layers of a model CreateModel accepts "
+             "(more: RESOURCE_EXHAUSTED)", _positive, "an integer >= 1", "limits"),
+    _Setting("max_model_cost", int, "most multiply-adds per sample of a model CreateModel "
+             "accepts (see Limits in the README; more: RESOURCE_EXHAUSTED)", _positive,
+             "an integer >= 1", "limits"),
     # -- security (see service/server/security.py and the README's "Security") --
     _Setting("tls_cert", file_path, "PEM server certificate (chain): serve TLS instead of "
              "plaintext", expected="a file path"),

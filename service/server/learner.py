@@ -33,6 +33,7 @@ import numpy as np
 from service.model import HebbianStack, StackConfig
 from service.model.engine import EngineResult
 from service.model.quality import LayerStatsValues, QualityTracker
+from service.server.bounds import quote
 from service.server.errors import ServiceError
 from service.server.metrics import ModelMetrics
 from service.server.work_queue import QueueClosedError, QueueFullError, WorkItem, WorkQueue
@@ -427,7 +428,7 @@ class Learner:
             known = ", ".join(s.snapshot_id for s in store.list_snapshots()) or "none"
             raise ServiceError(
                 grpc.StatusCode.NOT_FOUND,
-                f"model {self.name!r} has no snapshot {snapshot_id!r}; snapshots: {known}",
+                f"model {self.name!r} has no snapshot {quote(snapshot_id)}; snapshots: {known}",
             ) from None
         store.append_restore(snapshot_id)
         self.load_snapshot(header, arrays)

@@ -75,6 +75,8 @@ class HebbianServer:
             max_batch=config.limits.max_batch,
             max_queued_samples=config.limits.max_queued_samples,
             max_model_weights=config.limits.max_model_weights,
+            max_layers=config.limits.max_layers,
+            max_model_cost=config.limits.max_model_cost,
             default_model=config.default_model,
             schedule=SnapshotSchedule(config.snapshot_every_samples, config.snapshot_every_seconds),
             max_models=config.limits.max_models,

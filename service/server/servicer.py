@@ -20,7 +20,7 @@ import grpc
 
 from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
-from service.server import messages, tensors
+from service.server import bounds, messages, tensors
 from service.server.errors import ServiceError, invalid
 from service.server.learner import Learner, Outcome
 from service.server.registry import ModelRegistry
@@ -123,6 +123,7 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
     def _submit(self, request: Request, timeout: float | None) -> tuple[Learner, Future]:
         learner = self._registry.get(request.model)
         try:
+            bounds.check_request_id(request.request_id)
             samples = tensors.decode_samples(request.samples, learner.input_dim, self._max_samples)
         except ServiceError as err:
             learner.reject(err.reason or "invalid", err.samples)
@@ -171,8 +172,8 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
         """Re-initialise a model's weights (after the requests queued before it)."""
         learner = self._registry.get(request.name)
         seed = request.seed if request.HasField("seed") else None
-        if seed is not None and seed < 0:
-            raise invalid(f"seed must be >= 0; got {seed}")
+        if seed is not None:
+            bounds.check_reset_seed(seed, len(learner.stack.layers))
         status = _result(learner.reset(seed))
         return pb.ResetResponse(model=messages.model_to_proto(status))
 
