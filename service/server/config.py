@@ -48,6 +48,7 @@ class Limits:
     max_message_bytes: int = 16 * 1024 * 1024
     max_batch: int = 1024
     max_queued_samples: int = 65536
+    max_queued_bytes: int = 64 * 1024 * 1024
     max_model_weights: int = 16 * 1024 * 1024
     max_layers: int = DEFAULT_MAX_LAYERS
     max_model_cost: int = DEFAULT_MAX_MODEL_COST
@@ -174,6 +175,9 @@ SETTINGS = (
              _positive, "an integer >= 1", "limits"),
     _Setting("max_queued_samples", int, "samples waiting per model before requests block "
              "(back-pressure)", _positive, "an integer >= 1", "limits"),
+    _Setting("max_queued_bytes", int, "sample bytes waiting per model before requests block "
+             "(back-pressure; whichever of the two bounds is reached first)", _positive,
+             "an integer >= 1", "limits"),
     _Setting("max_model_weights", int, "largest model CreateModel accepts, in weights "
              "(more: RESOURCE_EXHAUSTED)", _positive, "an integer >= 1", "limits"),
     _Setting("max_layers", int, "most layers of a model CreateModel accepts "

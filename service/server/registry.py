@@ -35,6 +35,7 @@ class ModelRegistry:
       metrics: the server's metrics; each model gets its `ModelMetrics`.
       max_batch: learner micro-batch limit, in samples.
       max_queued_samples: per-model queue limit, in samples.
+      max_queued_bytes: per-model queue limit, in sample bytes (4 per input value).
       batch_linger: most seconds a busy learner waits for a fuller micro-batch.
       max_model_weights: largest model accepted by `create`, in weights (kernels + laterals).
       max_layers: most layers of a model `create` accepts.
@@ -60,6 +61,7 @@ class ModelRegistry:
         batch_linger: float = 0.0,
         max_layers: int = bounds.DEFAULT_MAX_LAYERS,
         max_model_cost: int = bounds.DEFAULT_MAX_MODEL_COST,
+        max_queued_bytes: int | None = None,
     ):
         self.default_model = default_model
         self._max_models = max_models
@@ -69,6 +71,7 @@ class ModelRegistry:
         self._max_batch = max_batch
         self._batch_linger = batch_linger
         self._max_queued_samples = max_queued_samples
+        self._max_queued_bytes = max_queued_bytes
         self._max_model_weights = max_model_weights
         self._max_layers = max_layers
         self._max_model_cost = max_model_cost
@@ -159,11 +162,18 @@ class ModelRegistry:
             metrics=self._metrics.model(name),
             max_batch=self._max_batch,
             batch_linger=self._batch_linger,
-            max_queued_samples=self._max_queued_samples,
+            max_queued_samples=self._queue_samples(stack),
             is_default=name == self.default_model,
             warm_up=warm_up,
             schedule=self._schedule,
         )
+
+    def _queue_samples(self, stack: HebbianStack) -> int:
+        """A model's queue capacity in samples: both bounds, in samples and in bytes."""
+        if self._max_queued_bytes is None:
+            return self._max_queued_samples
+        per_sample = 4 * int(stack.config.input_dim)
+        return max(1, min(self._max_queued_samples, self._max_queued_bytes // per_sample))
 
     def _register(self, learner: Learner) -> Learner:
         learner.start()

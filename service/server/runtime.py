@@ -74,6 +74,7 @@ class HebbianServer:
             metrics=self.metrics,
             max_batch=config.limits.max_batch,
             max_queued_samples=config.limits.max_queued_samples,
+            max_queued_bytes=config.limits.max_queued_bytes,
             max_model_weights=config.limits.max_model_weights,
             max_layers=config.limits.max_layers,
             max_model_cost=config.limits.max_model_cost,

@@ -240,3 +240,17 @@ def test_fuzz_sizes_at_and_past_each_bound(stub, limited_channel, case):
     else:
         assert code == OK, (field, size, message)
     assert health(limited_channel) == "SERVING"
+
+
+def test_a_model_queue_is_bounded_in_bytes_as_well_as_in_samples():
+    registry = ModelRegistry(data_dir=None, metrics=ServerMetrics(), max_batch=64,
+                             max_queued_samples=1000, max_model_weights=10_000,
+                             max_queued_bytes=4 * 8 * 10)
+    try:
+        wide = registry.create("wide", {"input_dim": 8, "layers": [{"units": 2}]}, warm_up=False)
+        narrow = registry.create("narrow", {"input_dim": 1, "layers": [{"units": 1}]},
+                                 warm_up=False)
+        assert wide._queue.capacity == 10  # 320 bytes of 8-wide float32 samples
+        assert narrow._queue.capacity == 80
+    finally:
+        registry.close()

@@ -270,6 +270,20 @@ def test_the_request_window_is_bounded_and_survives_a_snapshot():
     assert copy.get("r3").skipped.tolist() == [3]
 
 
+def test_the_request_window_is_bounded_in_bytes_ids_included():
+    from service.state.dedup import ENTRY_OVERHEAD, entry_bytes
+
+    window = RequestWindow(max_requests=100_000, max_bytes=64 * 1024)
+    empty = Ack(np.zeros((0, 2), np.float32), np.zeros(0, np.int32), 0)
+    for i in range(3000):  # inference-only answers: nothing but the ids is stored
+        window.add(f"{i:06d}".ljust(256, "x"), empty)
+        assert window.nbytes <= window.max_bytes
+    assert entry_bytes("é", empty) == 2 + ENTRY_OVERHEAD
+    assert len(window) == 64 * 1024 // (256 + ENTRY_OVERHEAD)
+    ids, _ = window.to_arrays()
+    assert sum(len(i) for i in ids) < window.max_bytes  # and so is a snapshot's share
+
+
 def test_check_data_reports_without_changing_anything(tmp_path):
     from service.state.inspect import inspect_data_dir
 
