@@ -101,6 +101,18 @@ class HebbianStack:
             layers.append({**kwargs, "seed": layer.seed})
         self.config = StackConfig(self.config.input_dim, tuple(layers))
 
+    def set_seeds(self, seeds: Sequence[int]) -> None:
+        """Make `seeds` (one per layer) the seeds in force, without re-initialising
+        anything: a loaded snapshot's state was drawn from them, and a later `reset()`
+        without a seed starts from them."""
+        if len(seeds) != len(self.layers):
+            raise ValueError(f"{len(seeds)} seeds for a stack of {len(self.layers)} layers")
+        layers = []
+        for layer, kwargs, seed in zip(self.layers, self.config.layers, seeds, strict=True):
+            layer.seed = int(seed)
+            layers.append({**kwargs, "seed": layer.seed})
+        self.config = StackConfig(self.config.input_dim, tuple(layers))
+
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Every layer's full state as numpy arrays, keyed "layer{i}.{field}"."""
         return {

@@ -475,6 +475,7 @@ class Learner:
                          "skipped": self._counters.skipped},
             "window_ids": ids,
             "create_time": self.create_time,
+            "seeds": [layer.seed for layer in self.stack.layers],  # what reset() starts from
         }
         info = store.write_snapshot(self._counters.step, {**arrays, **window}, header)
         self._unsnapshotted = 0
@@ -486,6 +487,8 @@ class Learner:
     def load_snapshot(self, header: dict, arrays: dict[str, np.ndarray]) -> None:
         """Replace the whole state with a snapshot's: weights, counters, request window."""
         self.stack.load_state_arrays(arrays)
+        if "seeds" in header:  # older snapshots keep the seeds of config.json
+            self.stack.set_seeds(header["seeds"])
         counters = header["counters"]
         self._counters = _Counters(counters["step"], counters["inferred"], counters["skipped"])
         self._window.load_arrays(header["window_ids"], arrays)
