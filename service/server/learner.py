@@ -39,7 +39,7 @@ from service.server.metrics import ModelMetrics
 from service.server.work_queue import QueueClosedError, QueueFullError, WorkItem, WorkQueue
 from service.state.dedup import Ack, RequestWindow
 from service.state.records import BatchRecord, RequestSpan
-from service.state.snapshot import SnapshotInfo
+from service.state.snapshot import CorruptSnapshotError, SnapshotInfo
 from service.state.store import ModelStore, RecoveryReport
 from service.state.wal import DurabilityError
 
@@ -429,6 +429,12 @@ class Learner:
             raise ServiceError(
                 grpc.StatusCode.NOT_FOUND,
                 f"model {self.name!r} has no snapshot {quote(snapshot_id)}; snapshots: {known}",
+            ) from None
+        except CorruptSnapshotError as err:
+            raise ServiceError(
+                grpc.StatusCode.DATA_LOSS,
+                f"model {self.name!r}: snapshot {snapshot_id} cannot be restored, nothing "
+                f"changed: {err}",
             ) from None
         store.append_restore(snapshot_id)
         self.load_snapshot(header, arrays)

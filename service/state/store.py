@@ -179,13 +179,17 @@ class ModelStore:
         return snapshots.read_snapshot(self.snapshot_path(snapshot_id))
 
     def list_snapshots(self) -> list[snapshots.SnapshotInfo]:
-        """Every kept snapshot, oldest first (safe beside the learner writing and pruning)."""
+        """Every kept snapshot that verifies, oldest first (safe beside the learner writing
+        and pruning); one that fails its checks is left out with a warning, never fails
+        the listing (restoring to it stays refused)."""
         found = []
         for path in snapshots.list_snapshots(self.snapshot_dir):
             try:
                 found.append(snapshots.info(path))
             except FileNotFoundError:  # pruned meanwhile
                 continue
+            except snapshots.CorruptSnapshotError as err:
+                log.warning("model %r: not listing a corrupt snapshot: %s", self.name, err)
         return found
 
     def close(self) -> None:
