@@ -19,10 +19,11 @@ code that applied the batches live, so the weights come back bit for bit).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -326,7 +327,7 @@ class Learner:
             engine.process(np.zeros((size, self.input_dim), np.float32), learn=False)
         log.info("model %r warmed up in %.1fs", self.name, time.perf_counter() - started)
 
-    def _apply(self, requests: list[_Request]) -> None:
+    def _apply(self, requests: list[_Request], log_batch: bool = True) -> None:
         requests = self._answer_repeats(requests)
         if not requests:
             return
@@ -338,11 +339,11 @@ class Learner:
             samples = np.concatenate([r.samples for r in requests])
             flags = np.repeat(np.fromiter((r.learn for r in requests), bool, len(requests)), sizes)
         spans = _spans(requests, sizes)
-        if self.store is not None:
+        if self.store is not None and log_batch:
             try:
                 self.store.append_batch(samples, flags, spans)
             except DurabilityError as err:
-                _fail(requests, ServiceError(grpc.StatusCode.UNAVAILABLE, f"not logged: {err}"))
+                self._refuse_unlogged(requests, err)
                 return
         started = time.perf_counter()
         result = self.stack.engine.process(samples, flags)
@@ -357,6 +358,16 @@ class Learner:
         for request, outcome in zip(requests, outcomes, strict=True):
             request.future.set_result(outcome)
         self._quality.observe(samples)
+
+    def _refuse_unlogged(self, requests: list[_Request], err: DurabilityError) -> None:
+        """The batch could not be logged (e.g. the disk is full): refuse every request that
+        needs a log record (UNAVAILABLE, nothing applied); answer the inference-only ones
+        without an id, which need none, from the weights as they are."""
+        refused = [r for r in requests if _needs_record(r)]
+        _fail(refused, ServiceError(grpc.StatusCode.UNAVAILABLE, f"not logged: {err}"))
+        readers = [r for r in requests if not _needs_record(r)]
+        if readers:
+            self._apply(readers, log_batch=False)
 
     def _answer_repeats(self, requests: list[_Request]) -> list[_Request]:
         """Answer requests whose id was already acknowledged; return the rest. A repeat of
@@ -408,7 +419,8 @@ class Learner:
 
     def _reset(self, seed: int | None) -> ModelStatus:
         if self.store is not None:
-            self.store.append_reset(seed)
+            with _refused_unless_logged("Reset"):
+                self.store.append_reset(seed)
         self._apply_reset(seed)
         return self.status()
 
@@ -436,7 +448,8 @@ class Learner:
                 f"model {self.name!r}: snapshot {snapshot_id} cannot be restored, nothing "
                 f"changed: {err}",
             ) from None
-        store.append_restore(snapshot_id)
+        with _refused_unless_logged("Restore"):
+            store.append_restore(snapshot_id)
         self.load_snapshot(header, arrays)
         self._unsnapshotted += 1
         self._metrics.set_step(self._counters.step)
@@ -483,7 +496,12 @@ class Learner:
             "create_time": self.create_time,
             "seeds": [layer.seed for layer in self.stack.layers],  # what reset() starts from
         }
-        info = store.write_snapshot(self._counters.step, {**arrays, **window}, header)
+        try:
+            info = store.write_snapshot(self._counters.step, {**arrays, **window}, header)
+        except OSError as err:  # e.g. a full disk: the log still holds everything
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE,
+                               f"snapshot not written ({err.strerror or err}); the log still "
+                               "holds every acknowledged change") from err
         self._unsnapshotted = 0
         self._snapshot_time = time.monotonic()
         return info, arrays
@@ -512,6 +530,13 @@ class Learner:
         self._apply_reset(seed)
 
 
+def _needs_record(request: _Request) -> bool:
+    """Whether applying `request` changes durable state: it learns, or its id joins the
+    exactly-once window. An inference-only request without an id can be answered when
+    its batch cannot be logged (only its count in `samples_inferred` is then not durable)."""
+    return request.learn or bool(request.request_id)
+
+
 def _spans(requests: list[_Request], sizes: np.ndarray) -> tuple[RequestSpan, ...]:
     """Where each request sits in the batch; requests without an id have id "" (replay
     needs every request's size to rebuild the per-request steps)."""
@@ -520,6 +545,16 @@ def _spans(requests: list[_Request], sizes: np.ndarray) -> tuple[RequestSpan, ..
         RequestSpan(r.request_id, start, size)
         for r, start, size in zip(requests, starts.tolist(), sizes.tolist(), strict=True)
     )
+
+
+@contextlib.contextmanager
+def _refused_unless_logged(what: str) -> Iterator[None]:
+    """A change whose log record could not be written is refused with UNAVAILABLE."""
+    try:
+        yield
+    except DurabilityError as err:
+        raise ServiceError(grpc.StatusCode.UNAVAILABLE,
+                           f"{what} not logged, nothing changed: {err}") from None
 
 
 def _copy_result(source: Future, target: Future) -> None:

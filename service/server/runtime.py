@@ -29,7 +29,11 @@ from service.server.learner import SnapshotSchedule
 from service.server.metrics import ServerMetrics
 from service.server.probes import HealthPort
 from service.server.registry import ModelRegistry
-from service.server.runtime_metrics import DataDirCollector, register_readiness
+from service.server.runtime_metrics import (
+    DataDirCollector,
+    register_disk_full,
+    register_readiness,
+)
 from service.server.servicer import HebbianServicer
 from service.state.lock import DataDirLockedError
 from service.state.log_reader import CorruptLogError
@@ -88,6 +92,9 @@ class HebbianServer:
         register_readiness(self.metrics.registry, self.ready)
         self._stopping = threading.Event()
         self._readiness_lock = threading.Lock()
+        self._warm = False  # every startup model warmed up
+        self.disk_full: list[str] = []  # models whose log refuses writes for lack of space
+        register_disk_full(self.metrics.registry, lambda: bool(self.disk_full))
         self._server = transport.grpc_server(  # the benchmark's echo server uses the same
             config, [self.metrics.interceptor(), *security.interceptors(config)]
         )
@@ -137,6 +144,8 @@ class HebbianServer:
         threading.Thread(
             target=self._become_ready, args=(learners,), name="readiness", daemon=True
         ).start()
+        if self.data_dir is not None:
+            threading.Thread(target=self._watch_space, name="disk-space", daemon=True).start()
         log.info(
             "serving %s on %s, metrics on http://%s:%d/metrics, models: %s",
             API_SERVICE, self.target, _host(self.config.host), self.metrics.http_port,
@@ -209,12 +218,38 @@ class HebbianServer:
     def _become_ready(self, learners) -> None:
         for learner in learners:
             learner.ready.wait()
+        self._warm = True
+        self._update_readiness()
+        log.info("ready: %d model(s) warmed up", len(learners))
+
+    def _update_readiness(self) -> None:
+        """Readiness SERVING once warmed up, unless shutting down or a disk is full."""
         with self._readiness_lock:
             if self._stopping.is_set():
                 return
-            self.health.set_ready(True)
-            self.ready.set()
-        log.info("ready: %d model(s) warmed up", len(learners))
+            serving = self._warm and not self.disk_full
+            self.health.set_ready(serving)
+            if serving:
+                self.ready.set()
+            else:
+                self.ready.clear()
+
+    def _watch_space(self, interval: float = 1.0) -> None:
+        """Each `interval`: which models' logs refuse writes for lack of space. While any
+        does, readiness is NOT_SERVING and ``hebbian_disk_full`` is 1; reads are served and
+        learning is refused with UNAVAILABLE, until the disk has room again."""
+        while not self._stopping.wait(interval):
+            full = [learner.name for learner in self.registry.list()
+                    if learner.store is not None and not learner.store.wal.has_space()]
+            if full == self.disk_full:
+                continue
+            if full:
+                log.error("no space left for the log of model(s) %s: learning refused, reads "
+                          "served, readiness NOT_SERVING until space is freed", ", ".join(full))
+            else:
+                log.info("space is back: learning accepted again")
+            self.disk_full = full
+            self._update_readiness()
 
 
 def _host(host: str) -> str:
@@ -223,7 +258,12 @@ def _host(host: str) -> str:
 
 
 def _exit_on_durability_failure(err: BaseException) -> None:
-    """End the process now: a failed log write or fsync must never be retried or hidden."""
+    """End the process: a failed log write or fsync must never be retried or hidden. The
+    log is poisoned already (nothing more is acknowledged); the exit waits a moment so
+    that the caller of the failed write gets its UNAVAILABLE answer."""
     log.critical("write-ahead log failure, exiting: %s", err)
     print(f"hebbian serve: fatal: write-ahead log failure: {err}", file=sys.stderr, flush=True)
-    os._exit(1)
+    threading.Timer(_EXIT_DELAY_S, os._exit, args=(1,)).start()
+
+
+_EXIT_DELAY_S = 0.5

@@ -1,6 +1,8 @@
 """Prometheus gauges of the running server outside the request path, read at scrape time.
 
 - ``hebbian_ready``: 1 while the readiness health status is SERVING, else 0;
+- ``hebbian_disk_full``: 1 while a model's write-ahead log refuses writes for lack of
+  space (learning refused, reads served), else 0;
 
 and of the data directory (`DataDirCollector`):
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -41,6 +43,17 @@ def register_readiness(registry: CollectorRegistry, ready: threading.Event) -> N
         registry=registry,
     )
     gauge.set_function(lambda: 1.0 if ready.is_set() else 0.0)
+
+
+def register_disk_full(registry: CollectorRegistry, full: Callable[[], bool]) -> None:
+    """Export ``hebbian_disk_full``: 1 while `full()` (learning refused for lack of space)."""
+    gauge = Gauge(
+        "hebbian_disk_full",
+        "1 while a write-ahead log refuses writes for lack of space (learning refused, "
+        "reads served), else 0.",
+        registry=registry,
+    )
+    gauge.set_function(lambda: 1.0 if full() else 0.0)
 
 
 class DataDirCollector(Collector):

@@ -1,10 +1,12 @@
 """The data directory across restarts of a real server: graceful stop, torn and corrupt
-logs, a second server, a full disk, and SIGKILL while snapshots are being written."""
+logs, a second server, a full disk (learning refused, reads served, also after a
+restart, until space is back), and SIGKILL while snapshots are being written."""
 
 from __future__ import annotations
 
 import subprocess
 import time
+import urllib.request
 
 import grpc
 import numpy as np
@@ -16,7 +18,7 @@ from service.client import encode_samples
 from service.state.inspect import inspect_data_dir
 from service.state.wal import segment_paths
 from tests.durability.conftest import WIDTH, Sensor, kill, step_of
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, health_status
 
 RNG = np.random.default_rng(7)
 
@@ -139,24 +141,84 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_full_disk_ends_the_server_and_nothing_unlogged_is_acknowledged(tmp_path, small_disk):
+def metric(server: ServerProcess, name: str) -> float | None:
+    """One unlabelled sample of the server's /metrics, None if absent."""
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+    return None
+
+
+def eventually(condition, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def check_degraded(server: ServerProcess, stub) -> None:
+    """On a full disk: learning refused with a clear UNAVAILABLE, reads served, readiness
+    NOT_SERVING and hebbian_disk_full 1, the process alive."""
+    x = RNG.normal(size=(3, WIDTH)).astype(np.float32)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Process(pb.ProcessRequest(samples=encode_samples(x), request_id="refused"))
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no space left" in info.value.details()
+    assert "nothing was logged or applied" in info.value.details()
+    assert eventually(lambda: health_status(server.target, "readiness") == "NOT_SERVING")
+    assert eventually(lambda: metric(server, "hebbian_disk_full") == 1.0)
+    assert metric(server, "hebbian_ready") == 0.0
+    # reads: inference without an id, GetModel, ListModels, ListSnapshots
+    answer = stub.Process(pb.ProcessRequest(samples=encode_samples(x), learn=False))
+    assert answer.activations.shape == [3, 4]
+    assert stub.ListModels(pb.ListModelsRequest()).models[0].name == "default"
+    stub.ListSnapshots(pb.ListSnapshotsRequest())
+    assert server.process.poll() is None
+
+
+def test_a_full_disk_refuses_learning_serves_reads_and_recovers_when_space_is_back(
+    tmp_path, small_disk
+):
     server = ServerProcess(tmp_path)
     server.data_dir = small_disk / "data"
     server.start()
     acknowledged = 0
     with grpc.insecure_channel(server.target) as channel:
         stub = pb_grpc.HebbianServiceStub(channel)
-        x = RNG.normal(size=(500, WIDTH)).astype(np.float32)
-        with pytest.raises(grpc.RpcError):
-            for i in range(1000):  # 32 KB per request: the disk fills long before
+        size, i = 500, 0
+        while size >= 1:  # 32 KB per request, then smaller ones until not even one fits
+            x = RNG.normal(size=(size, WIDTH)).astype(np.float32)
+            try:
                 stub.Process(pb.ProcessRequest(samples=encode_samples(x), request_id=f"f{i}"))
-                acknowledged += len(x)
-    server.process.wait(30)
-    assert server.process.returncode == 1
-    assert "fatal: write-ahead log failure" in server.log_tail()
-    assert "No space left on device" in server.log_tail()
-    assert acknowledged > 0
-    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.UNAVAILABLE, err.details()
+                assert "no space left" in err.details()
+                size //= 2
+            else:
+                acknowledged += size
+            i += 1
+        assert acknowledged > 0 and step_of(stub) == acknowledged
+        check_degraded(server, stub)
+        assert step_of(stub) == acknowledged
+
+    kill(server)  # a restart on the still-full disk: no crash loop, the same degraded mode
     server.start()
-    assert current_step(server.target) == acknowledged
+    with grpc.insecure_channel(server.target) as channel:
+        stub = pb_grpc.HebbianServiceStub(channel)
+        assert step_of(stub) == acknowledged
+        check_degraded(server, stub)
+
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+        assert eventually(lambda: health_status(server.target, "readiness") == "SERVING")
+        assert metric(server, "hebbian_disk_full") == 0.0
+        x = RNG.normal(size=(5, WIDTH)).astype(np.float32)
+        stub.Process(pb.ProcessRequest(samples=encode_samples(x), request_id="after"))
+        assert step_of(stub) == acknowledged + 5
+    assert server.stop() == 0
+    server.start()
+    assert current_step(server.target) == acknowledged + 5
     assert server.stop() == 0

@@ -158,6 +158,39 @@ def test_a_failed_fsync_poisons_the_log_and_is_never_retried(tmp_path, monkeypat
     assert len(failures) == 1 and failures[0].errno == errno.ENOSPC
 
 
+def test_a_write_refused_for_lack_of_space_is_cut_back_and_the_log_stays_usable(
+    tmp_path, monkeypatch
+):
+    from service.state.wal import LogFullError
+
+    failures = []
+    wal = WriteAheadLog(tmp_path, on_failure=failures.append, segment_bytes=400)
+    list(wal.recover())
+    first = batch(1)
+    wal.append(lambda seq: first)
+    real_write = os.write
+
+    def torn_then_full(fd, data):
+        real_write(fd, bytes(data[:5]))  # part of the record lands, then ENOSPC
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", torn_then_full)
+    with pytest.raises(LogFullError, match="nothing was logged"):
+        wal.append(lambda seq: batch(seq))
+    with pytest.raises(LogFullError):  # also when the record would start a new segment
+        wal.append(lambda seq: batch(seq, n=20))
+    monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((4096, 4096, 10, 1, 1,
+                                                                         0, 0, 0, 0, 255)))
+    assert not wal.has_space() and wal.out_of_space is not None
+    monkeypatch.undo()
+    assert wal.append(lambda seq: ResetRecord(seq, 5)) == 2  # the same sequence, retried
+    assert wal.out_of_space is None and wal.has_space()
+    wal.close()
+    assert failures == []  # never fatal
+    _, back = read_log(tmp_path)
+    assert [r.seq for r in back] == [1, 2] and back[1] == ResetRecord(2, 5)
+
+
 def test_snapshots_round_trip_and_verify_their_checksum(tmp_path):
     arrays = {"layer0.kernel": RNG.normal(size=(4, 2)).astype(np.float32),
               "layer0.step": np.array(7, np.int64)}
