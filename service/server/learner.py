@@ -46,6 +46,8 @@ from service.state.wal import DurabilityError
 
 log = logging.getLogger(__name__)
 
+SNAPSHOT_RETRY_S = 10.0  # seconds between scheduled snapshot attempts after one failed
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -148,6 +150,7 @@ class Learner:
         self._counters = _Counters(stack.engine.step, 0, 0)
         self._unsnapshotted = 0  # samples applied since the last snapshot
         self._snapshot_time = time.monotonic()
+        self._snapshot_retry_at = 0.0  # time.monotonic() before which no scheduled attempt
         self._final_snapshot = True
         self._thread = threading.Thread(target=self._run, name=f"learner-{name}", daemon=True)
         metrics.set_step(self._counters.step)
@@ -470,11 +473,14 @@ class Learner:
         """Seconds the learner may idle before a time-based snapshot is due (None: never)."""
         if self.store is None or not self._unsnapshotted:
             return None
-        elapsed = time.monotonic() - self._snapshot_time
-        return max(0.0, self._schedule.every_seconds - elapsed)
+        now = time.monotonic()
+        elapsed = now - self._snapshot_time
+        return max(0.0, self._schedule.every_seconds - elapsed, self._snapshot_retry_at - now)
 
     def _snapshot_if_due(self) -> None:
         if self.store is None or not self._unsnapshotted:
+            return
+        if time.monotonic() < self._snapshot_retry_at:  # the last attempt failed
             return
         due = self._unsnapshotted >= self._schedule.every_samples or (
             time.monotonic() - self._snapshot_time >= self._schedule.every_seconds
@@ -482,8 +488,10 @@ class Learner:
         if due:
             try:
                 self._take_snapshot()
-            except Exception:  # the log still has everything; try again next time
-                log.exception("model %r: snapshot failed", self.name)
+            except Exception:  # the log still has everything; try again a little later
+                log.exception("model %r: snapshot failed; next attempt in %.0f s", self.name,
+                              SNAPSHOT_RETRY_S)
+                self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
 
     def _take_snapshot(self) -> tuple[SnapshotInfo, dict[str, np.ndarray]]:
         store = self._require_store("Snapshot")

@@ -262,6 +262,27 @@ def test_snapshots_follow_the_schedule_and_recovery_starts_from_the_newest(data_
     assert recovered.status().last_snapshot.snapshot_id == kept[-1].snapshot_id
 
 
+def test_a_failed_scheduled_snapshot_is_retried_later_not_after_every_batch(
+    data_dir, monkeypatch
+):
+    learner = make_learner(data_dir, SnapshotSchedule(every_samples=1, every_seconds=0.0))
+    attempts = []
+
+    def full_disk(*args, **kwargs):
+        attempts.append(time.monotonic())
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(learner.store, "write_snapshot", full_disk)
+    learner.start()
+    for _ in range(5):  # every batch makes a snapshot due
+        learner.submit(samples(2), True).result(timeout=60)
+    time.sleep(0.5)  # idle with a snapshot due: no busy retries either
+    assert len(attempts) == 1
+    monkeypatch.undo()
+    learner.stop(final_snapshot=False)
+    assert learner.status().step == 10
+
+
 def test_an_idle_model_takes_its_time_based_snapshot(data_dir):
     learner = make_learner(data_dir, SnapshotSchedule(every_samples=10**9, every_seconds=0.2))
     learner.start()
