@@ -103,6 +103,24 @@ def test_a_flipped_byte_in_an_earlier_record_refuses_to_start_naming_file_and_of
     assert f"refusing to start: write-ahead log {segment} is corrupt at byte offset 0" in message
 
 
+def test_a_missing_older_segment_refuses_to_start_naming_file_and_sequence(tmp_path):
+    server = ServerProcess(tmp_path, "--wal-segment-bytes", "8192")
+    server.start()
+    send(server.target, 60)
+    kill(server)
+    paths = segment_paths(server.data_dir / "models/default/wal")
+    assert len(paths) >= 3
+    newest = paths[-1]
+    newest.write_bytes(newest.read_bytes()[: len(newest.read_bytes()) // 2])  # a torn tail
+    paths[-2].unlink()  # and a gap before it: never mistaken for the torn tail
+    first = int(newest.name.removesuffix(".wal"))
+    message = start_fails(server)
+    assert f"write-ahead log {newest} is corrupt at byte offset 0" in message
+    assert f"the segment starts at sequence {first}" in message and "a gap" in message
+    (report,) = inspect_data_dir(server.data_dir)  # check-data says the same
+    assert not report.ok and any(f"starts at sequence {first}" in p for p in report.problems)
+
+
 def test_sigkill_while_snapshots_are_written_never_uses_a_partial_snapshot(tmp_path):
     # A snapshot every 16 samples: kills land during snapshot writes too.
     server = ServerProcess(tmp_path, "--snapshot-every-samples", "16", "--snapshot-keep", "2")
