@@ -16,6 +16,7 @@ from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
 from service.client import encode_samples
 from service.state.inspect import inspect_data_dir
+from service.state.records import FRAME
 from service.state.wal import segment_paths
 from tests.durability.conftest import WIDTH, Sensor, kill, step_of
 from tests.server_process import ServerProcess, health_status
@@ -111,8 +112,10 @@ def test_a_missing_older_segment_refuses_to_start_naming_file_and_sequence(tmp_p
     paths = segment_paths(server.data_dir / "models/default/wal")
     assert len(paths) >= 3
     newest = paths[-1]
-    newest.write_bytes(newest.read_bytes()[: len(newest.read_bytes()) // 2])  # a torn tail
-    paths[-2].unlink()  # and a gap before it: never mistaken for the torn tail
+    data = newest.read_bytes()
+    (length, _) = FRAME.unpack_from(data)
+    newest.write_bytes(data[: FRAME.size + length])  # the newest segment holds one record
+    paths[-2].unlink()  # and a gap before it: never mistaken for a torn tail
     first = int(newest.name.removesuffix(".wal"))
     message = start_fails(server)
     assert f"write-ahead log {newest} is corrupt at byte offset 0" in message
