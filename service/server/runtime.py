@@ -5,9 +5,10 @@ servicer, health, reflection, the Prometheus endpoint, the data directory and th
 registry. Lifecycle: `start` locks the data directory, recovers the stored models
 (newest snapshot + log replay), creates the configured ones that are new, binds the
 ports and starts serving (liveness SERVING); readiness turns SERVING once every startup
-model is warmed up; `stop` turns readiness NOT_SERVING, stops accepting calls, gives
-in-flight calls a grace period, then stops the learners (each writes a final
-snapshot), releases the data directory and the metrics endpoint.
+model is warmed up, and is NOT_SERVING while a model's log finds no room on the disk;
+`stop` turns readiness NOT_SERVING, stops accepting calls, gives in-flight calls a grace
+period, then stops the learners (each writes a final snapshot), releases the data
+directory and the metrics endpoint.
 """
 
 from __future__ import annotations

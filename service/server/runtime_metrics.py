@@ -39,7 +39,8 @@ def register_readiness(registry: CollectorRegistry, ready: threading.Event) -> N
     """Export ``hebbian_ready``: 1 while `ready` is set (readiness SERVING), else 0."""
     gauge = Gauge(
         "hebbian_ready",
-        "1 while the server is ready (models warmed up, not shutting down), else 0.",
+        "1 while the server is ready (models warmed up, disk not full, not shutting down), "
+        "else 0.",
         registry=registry,
     )
     gauge.set_function(lambda: 1.0 if ready.is_set() else 0.0)
