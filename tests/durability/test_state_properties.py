@@ -1,7 +1,8 @@
 """Property: whatever sequence of acknowledged Process, Reset, Restore, Snapshot,
 CreateModel and DeleteModel calls a server took, a SIGKILL and a restart give back
 exactly that state: every model's weights, lateral weights, mask, BCM threshold and step
-bit for bit, and the seeds in force (which a later `Reset()` without a seed starts from),
+bit for bit, the seeds in force (which a later `Reset()` without a seed starts from) and
+the exactly-once window (a resent request id gets its first answer and changes nothing),
 compared with a reference that never crashed: in-process `HebbianStack`s fed the same
 acknowledged operations.
 
@@ -39,7 +40,8 @@ class Reference:
 
     def __init__(self, config: dict):
         self.stack = HebbianStack(StackConfig.from_dict(config))
-        self.snapshots: dict[str, tuple[dict[str, np.ndarray], list[int]]] = {}
+        self.window: dict[str, tuple[bytes, int]] = {}  # request id -> (activations, step)
+        self.snapshots: dict[str, tuple[dict[str, np.ndarray], list[int], dict]] = {}
 
     @property
     def seeds(self) -> list[int]:
@@ -47,14 +49,19 @@ class Reference:
 
     def snapshot(self, snapshot_id: str) -> None:
         arrays = {k: v.copy() for k, v in self.stack.state_arrays().items()}
-        self.snapshots[snapshot_id] = (arrays, self.seeds)
+        self.snapshots[snapshot_id] = (arrays, self.seeds, dict(self.window))
         for old in sorted(self.snapshots)[:-KEEP]:  # the server keeps the newest KEEP
             del self.snapshots[old]
 
     def restore(self, snapshot_id: str) -> None:
-        arrays, seeds = self.snapshots[snapshot_id]
+        arrays, seeds, window = self.snapshots[snapshot_id]
         self.stack.load_state_arrays(arrays)
         self.stack.set_seeds(seeds)
+        self.window = dict(window)
+
+    def reset(self, seed: int | None) -> None:
+        self.stack.reset(seed)
+        self.window.clear()  # a Reset starts a new history
 
 
 class Run:
@@ -80,9 +87,11 @@ class Run:
     def process(self, stub, name: str, n: int, learn: bool = True) -> None:
         ref = self.models[name]
         x = self.rng.normal(size=(n, ref.stack.engine.input_dim)).astype(np.float32)
-        stub.Process(pb.ProcessRequest(model=name, samples=encode_samples(x), learn=learn),
-                     timeout=120)
+        request_id = f"r{len(self.log)}"
+        answer = stub.Process(pb.ProcessRequest(model=name, samples=encode_samples(x),
+                                                learn=learn, request_id=request_id), timeout=120)
         ref.stack.engine.process(x, learn)
+        ref.window[request_id] = (answer.activations.raw, answer.step)
         self.log.append(f"process {name} {n} learn={learn}")
 
     def reset(self, stub, name: str, seed: int | None) -> None:
@@ -90,7 +99,7 @@ class Run:
         if seed is not None:
             request.seed = seed
         stub.Reset(request, timeout=120)
-        self.models[name].stack.reset(seed)
+        self.models[name].reset(seed)
         self.log.append(f"reset {name} seed={seed}")
 
     def snapshot(self, stub, name: str) -> pb.SnapshotResponse:
@@ -171,6 +180,13 @@ class Run:
             model = stub.GetModel(pb.GetModelRequest(name=name), timeout=60).model
             assert [layer.seed for layer in model.config.layers] == ref.seeds, (name, self.log)
             assert model.step == ref.stack.engine.step, (name, self.log)
+            for request_id in sorted(ref.window)[-2:]:  # resent: the first answer, no change
+                x = np.zeros((1, ref.stack.engine.input_dim), np.float32)
+                again = stub.Process(pb.ProcessRequest(model=name, samples=encode_samples(x),
+                                                       request_id=request_id), timeout=60)
+                assert (again.activations.raw, again.step) == ref.window[request_id], (
+                    name, request_id, self.log)
+            assert stub.GetModel(pb.GetModelRequest(name=name)).model.step == model.step
             response = self.snapshot(stub, name)
             expected = ref.stack.state_arrays()
             for index, layer in enumerate(response.layers):
