@@ -43,6 +43,7 @@ from typing import Any
 import grpc
 
 from service.bench import load
+from service.bench.models import measure_models
 from service.bench.procs import EchoProcess, ServeProcess, micro_batches, serve_flags, usage
 from service.cli_io import Progress
 
@@ -55,8 +56,11 @@ MIN_STREAM_64_VS_ECHO = 0.6  # samples/s
 MAX_UNARY_P50_VS_ECHO = 1.3
 MAX_OFFERED_P99_MS = 10.0
 MIN_FSYNC_ALWAYS_VS_NO = 0.5  # samples/s, 8 streams
-MAX_READY_S = 15.0
-MAX_DEFAULT_RSS_MB = 700.0
+MAX_READY_S = 3.0  # warm engine cache
+MAX_DEFAULT_RSS_MB = 250.0
+MAX_CREATE_P50_MS = 50.0  # CreateModel of a 64 -> 16 model
+MAX_MODELS_RSS_MB = 400.0  # 64 models of 64 -> 16
+MAX_RESTART_S = 5.0  # restart to readiness SERVING with those 64 models
 
 
 # A server to measure: gRPC host:port, process id (CPU and RSS) and /metrics URL
@@ -277,6 +281,14 @@ def evaluate_targets(result: dict) -> dict[str, dict]:
         startup.get("ready_s"), lambda v: v <= MAX_READY_S)
     add("rss", f"peak RSS <= {MAX_DEFAULT_RSS_MB:g} MB (default model)",
         startup.get("peak_rss_mb"), lambda v: v <= MAX_DEFAULT_RSS_MB)
+    models = result.get("models") or {}
+    add("create", f"CreateModel {models.get('model', '64->16')}: p50 <= "
+        f"{MAX_CREATE_P50_MS:g} ms", models.get("create_p50_ms"),
+        lambda v: v <= MAX_CREATE_P50_MS)
+    add("models_rss", f"{models.get('models', 64)} models: RSS <= {MAX_MODELS_RSS_MB:g} MB",
+        models.get("rss_with_models_mb"), lambda v: v <= MAX_MODELS_RSS_MB)
+    add("restart", f"restart with {models.get('models', 64)} models to readiness SERVING "
+        f"<= {MAX_RESTART_S:g} s", models.get("restart_ready_s"), lambda v: v <= MAX_RESTART_S)
     return targets
 
 
@@ -334,6 +346,16 @@ def format_table(result: dict) -> str:
             f"(anonymous {_cell(startup.get('anon_rss_mb'), '.0f')} MB at the end, the rest is "
             "shared-library pages); 256 -> 64 oja: ready in "
             f"{_cell(result['ready_s'].get('main'), '.1f')} s",
+        ]
+    models = result.get("models")
+    if models:
+        lines += [
+            f"engine cache: start to SERVING {models['ready_cold_s']:.1f} s cold (kernels "
+            f"compiled), {models['ready_warm_s']:.1f} s warm; {models['models']} models of "
+            f"{models['model']}: CreateModel p50 {models['create_p50_ms']:.1f} ms (p99 "
+            f"{models['create_p99_ms']:.1f}), RSS {_cell(models['rss_with_models_mb'], '.0f')} "
+            f"MB, restart to SERVING {models['restart_ready_s']:.1f} s "
+            f"(RSS {_cell(models['restart_rss_mb'], '.0f')} MB)",
         ]
     lines += ["", "targets:"]
     for target in result["targets"].values():
@@ -458,9 +480,10 @@ def _run(args, scenarios: list[Scenario], workdir: Path, notes: list[str]) -> di
     finally:
         for process in reversed(started):
             process.stop()
-    startup = None
+    startup = models = None
     if args.startup and not args.target:
         startup = measure_startup(workdir, args.repeats, bench, args.server_env)
+        models = measure_models(workdir, env=args.server_env)
     model = args.model or "default" if args.target else (
         f"{args.input_dim}->{args.units} {RULE}"
     )
@@ -480,4 +503,5 @@ def _run(args, scenarios: list[Scenario], workdir: Path, notes: list[str]) -> di
         "scenarios": results,
         "ready_s": ready,
         "startup": startup,
+        "models": models,
     }

@@ -13,8 +13,7 @@ Two implementations: `NativeEngine` (numba, CPUs, the default; no TensorFlow) an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -25,8 +24,7 @@ ENGINES = ("native", "xla")
 DEFAULT_ENGINE = "native"
 
 
-@dataclass(frozen=True)
-class EngineResult:
+class EngineResult(NamedTuple):
     """What one engine call did: activations, which samples were refused, the new step."""
 
     activations: np.ndarray  # (n, units_out) float32

@@ -34,6 +34,10 @@ CACHE_ENV = "NUMBA_CACHE_DIR"
 # batch_mean takes one update per chunk of this many samples, as the XLA engine's largest
 # bucket does, so that both engines group a long call the same way.
 BATCH_MEAN_CHUNK = 1024
+# Read-only flag buffers for calls with one learn flag for every sample (no copy per call).
+_ALL_LEARN = np.ones(4096, np.bool_)
+_NONE_LEARN = np.zeros(4096, np.bool_)
+_ALL_LEARN.flags.writeable = _NONE_LEARN.flags.writeable = False
 
 
 def configure_cache(directory: str | os.PathLike, prebuilt: str | os.PathLike | None = None
@@ -128,13 +132,19 @@ class NativeEngine:
         """Apply `samples` (n, input_dim) in order; `learn` is one flag or one per sample."""
         samples = check_samples(samples, self.input_dim)
         n = samples.shape[0]
-        flags = np.empty(n, np.bool_)
-        flags[:] = learn  # one flag for all, or one per sample (ValueError if it does not fit)
+        if isinstance(learn, bool | np.bool_) and n <= _ALL_LEARN.shape[0]:
+            flags = (_ALL_LEARN if learn else _NONE_LEARN)[:n]  # a view, no copy per call
+        else:
+            flags = np.empty(n, np.bool_)
+            flags[:] = learn  # one flag, or one per sample (ValueError if it does not fit)
         outputs = np.empty((n, self.output_dim), np.float32)
         skipped = np.zeros(n, np.bool_)
-        chunk = self._chunk or max(n, 1)
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
+        if self._chunk is None:
+            self._run(samples, flags, self._layout, self._rates, self._weights, self._masks,
+                      self._counters, outputs, skipped, self._scratch)
+            return EngineResult(outputs, skipped, int(self._counters[1]))
+        for start in range(0, n, self._chunk):
+            stop = min(start + self._chunk, n)
             self._run(samples[start:stop], flags[start:stop], self._layout, self._rates,
                       self._weights, self._masks, self._counters, outputs[start:stop],
                       skipped[start:stop], self._scratch)

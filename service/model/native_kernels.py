@@ -225,6 +225,45 @@ def _row_dot(src, row, acts, yo, u):
 
 
 @njit(inline="always")
+def _sanger_rows(src, dst, acts, xo, yo, k0, d, u, eta):
+    """Sanger's update of every kernel row, dw_ij = eta y_j (x_i - sum_{k<=j} w_ik y_k).
+
+    Each row's running sum over units is a chain of dependent additions; four rows at a
+    time keep four chains in flight (the sums themselves are the same, in the same order).
+    """
+    four = np.uint64(4)
+    i = np.uint64(0)
+    while i + four <= d:
+        r0, r1, r2, r3 = k0 + i * u, k0 + (i + np.uint64(1)) * u, \
+            k0 + (i + np.uint64(2)) * u, k0 + (i + np.uint64(3)) * u
+        x0, x1 = acts[xo + i], acts[xo + i + np.uint64(1)]
+        x2, x3 = acts[xo + i + np.uint64(2)], acts[xo + i + np.uint64(3)]
+        c0 = c1 = c2 = c3 = _ZERO
+        for j in range(u):
+            y = acts[yo + j]
+            k = src[r0 + j]
+            c0 += k * y
+            dst[r0 + j] = k + eta * (x0 * y - y * c0)
+            k = src[r1 + j]
+            c1 += k * y
+            dst[r1 + j] = k + eta * (x1 * y - y * c1)
+            k = src[r2 + j]
+            c2 += k * y
+            dst[r2 + j] = k + eta * (x2 * y - y * c2)
+            k = src[r3 + j]
+            c3 += k * y
+            dst[r3 + j] = k + eta * (x3 * y - y * c3)
+        i += four
+    while i < d:
+        row, xi, c = k0 + i * u, acts[xo + i], _ZERO
+        for j in range(u):
+            k, y = src[row + j], acts[yo + j]
+            c += k * y
+            dst[row + j] = k + eta * (xi * y - y * c)
+        i += np.uint64(1)
+
+
+@njit(inline="always")
 def _learn_sample(layout, rates, layer, src, dst, masks, counters, acts, factor, norms):
     """Write one layer's state after one sample into row `dst`; nonzero if the new BCM
     threshold is not finite (the weights are checked by the next forward pass)."""
@@ -249,17 +288,15 @@ def _learn_sample(layout, rates, layer, src, dst, masks, counters, acts, factor,
                 y = acts[yo + j]
                 dst[row + j] = src[row + j] + eta * (xi * y - s * y)
         elif rule == SANGER:
-            c = _ZERO
-            for j in range(u):
-                k, y = src[row + j], acts[yo + j]
-                c += k * y
-                dst[row + j] = k + eta * (xi * y - y * c)
+            pass  # all rows at once below: four independent running sums
         elif rule == BCM:
             for j in range(u):
                 dst[row + j] = src[row + j] + eta * (xi * factor[j])
         else:  # HEBB
             for j in range(u):
                 dst[row + j] = src[row + j] + eta * (xi * acts[yo + j])
+    if rule == SANGER:
+        _sanger_rows(src, dst, acts, xo, yo, k0, d, u, eta)
     _finish_kernel(layout, rates, layer, dst, masks, norms)
     bad = 0
     if rule == BCM:

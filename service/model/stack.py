@@ -133,7 +133,9 @@ class HebbianStack:
         ])
 
     def set_seeds(self, seeds: Sequence[int]) -> None:
-        """Record the seeds in force (e.g. those of a restored snapshot); weights unchanged."""
+        """Make `seeds` (one per layer) the seeds in force, without re-initialising anything:
+        a loaded snapshot's state was drawn from them, and a later `reset()` without a seed
+        starts from them."""
         seeds = [int(seed) for seed in seeds]
         if len(seeds) != len(self.params):
             raise ValueError(f"expected {len(self.params)} seeds; got {len(seeds)}")

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from service.server.bounds import DEFAULT_MAX_LAYERS, DEFAULT_MAX_MODEL_COST
 from service.server.names import DEFAULT_MODEL, name_problem
 from service.server.tokens import TokenError, Tokens, load_tokens
 
@@ -48,7 +49,10 @@ class Limits:
     max_message_bytes: int = 16 * 1024 * 1024
     max_batch: int = 1024
     max_queued_samples: int = 65536
+    max_queued_bytes: int = 64 * 1024 * 1024
     max_model_weights: int = 16 * 1024 * 1024
+    max_layers: int = DEFAULT_MAX_LAYERS
+    max_model_cost: int = DEFAULT_MAX_MODEL_COST
     max_models: int = 64
     max_streams: int = 32
     keepalive_time: float = 60.0
@@ -184,8 +188,16 @@ SETTINGS = (
              _positive, "an integer >= 1", "limits"),
     _Setting("max_queued_samples", int, "samples waiting per model before requests block "
              "(back-pressure)", _positive, "an integer >= 1", "limits"),
+    _Setting("max_queued_bytes", int, "sample bytes waiting per model before requests block "
+             "(back-pressure; whichever of the two bounds is reached first)", _positive,
+             "an integer >= 1", "limits"),
     _Setting("max_model_weights", int, "largest model CreateModel accepts, in weights "
              "(more: RESOURCE_EXHAUSTED)", _positive, "an integer >= 1", "limits"),
+    _Setting("max_layers", int, "most layers of a model CreateModel accepts "
+             "(more: RESOURCE_EXHAUSTED)", _positive, "an integer >= 1", "limits"),
+    _Setting("max_model_cost", int, "most multiply-adds per sample of a model CreateModel "
+             "accepts (see Limits in the README; more: RESOURCE_EXHAUSTED)", _positive,
+             "an integer >= 1", "limits"),
     # -- security (see service/server/security.py and the README's "Security") --
     _Setting("tls_cert", file_path, "PEM server certificate (chain): serve TLS instead of "
              "plaintext", expected="a file path"),

@@ -3,7 +3,8 @@
 - "liveness": SERVING while the process can answer at all (until it stops);
 - "readiness" and "" (what probes without a service name check) and the API service
   itself: NOT_SERVING until the startup models are warmed up, SERVING while the server
-  takes requests, NOT_SERVING again from the moment shutdown begins.
+  takes requests, NOT_SERVING while the data directory's disk has no room for the log
+  (learning refused, reads served) and again from the moment shutdown begins.
 """
 
 from __future__ import annotations

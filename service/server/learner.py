@@ -19,10 +19,11 @@ code that applied the batches live, so the weights come back bit for bit).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -33,16 +34,19 @@ import numpy as np
 from service.model import HebbianStack, StackConfig
 from service.model.engine import EngineResult
 from service.model.quality import LayerStatsValues, QualityTracker
+from service.server.bounds import quote
 from service.server.errors import ServiceError
 from service.server.metrics import ModelMetrics
 from service.server.work_queue import QueueClosedError, QueueFullError, WorkItem, WorkQueue
 from service.state.dedup import Ack, RequestWindow
 from service.state.records import BatchRecord, RequestSpan
-from service.state.snapshot import SnapshotInfo
+from service.state.snapshot import CorruptSnapshotError, SnapshotInfo
 from service.state.store import ModelStore, RecoveryReport
 from service.state.wal import DurabilityError
 
 log = logging.getLogger(__name__)
+
+SNAPSHOT_RETRY_S = 10.0  # seconds between scheduled snapshot attempts after one failed
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,7 @@ class Learner:
         self._counters = _Counters(stack.engine.step, 0, 0)
         self._unsnapshotted = 0  # samples applied since the last snapshot
         self._snapshot_time = time.monotonic()
+        self._snapshot_retry_at = 0.0  # time.monotonic() before which no scheduled attempt
         self._final_snapshot = True
         self._thread = threading.Thread(target=self._run, name=f"learner-{name}", daemon=True)
         metrics.set_step(self._counters.step)
@@ -319,7 +324,7 @@ class Learner:
         self.stack.engine.warm_up()
         log.info("model %r warmed up in %.2fs", self.name, time.perf_counter() - started)
 
-    def _apply(self, requests: list[_Request]) -> None:
+    def _apply(self, requests: list[_Request], log_batch: bool = True) -> None:
         requests = self._answer_repeats(requests)
         if not requests:
             return
@@ -331,11 +336,11 @@ class Learner:
             samples = np.concatenate([r.samples for r in requests])
             flags = np.repeat(np.fromiter((r.learn for r in requests), bool, len(requests)), sizes)
         spans = _spans(requests, sizes)
-        if self.store is not None:
+        if self.store is not None and log_batch:
             try:
                 self.store.append_batch(samples, flags, spans)
             except DurabilityError as err:
-                _fail(requests, ServiceError(grpc.StatusCode.UNAVAILABLE, f"not logged: {err}"))
+                self._refuse_unlogged(requests, err)
                 return
         started = time.perf_counter()
         result = self.stack.engine.process(samples, flags)
@@ -350,6 +355,16 @@ class Learner:
         for request, outcome in zip(requests, outcomes, strict=True):
             request.future.set_result(outcome)
         self._quality.observe(samples)
+
+    def _refuse_unlogged(self, requests: list[_Request], err: DurabilityError) -> None:
+        """The batch could not be logged (e.g. the disk is full): refuse every request that
+        needs a log record (UNAVAILABLE, nothing applied); answer the inference-only ones
+        without an id, which need none, from the weights as they are."""
+        refused = [r for r in requests if _needs_record(r)]
+        _fail(refused, ServiceError(grpc.StatusCode.UNAVAILABLE, f"not logged: {err}"))
+        readers = [r for r in requests if not _needs_record(r)]
+        if readers:
+            self._apply(readers, log_batch=False)
 
     def _answer_repeats(self, requests: list[_Request]) -> list[_Request]:
         """Answer requests whose id was already acknowledged; return the rest. A repeat of
@@ -401,7 +416,8 @@ class Learner:
 
     def _reset(self, seed: int | None) -> ModelStatus:
         if self.store is not None:
-            self.store.append_reset(seed)
+            with _refused_unless_logged("Reset"):
+                self.store.append_reset(seed)
         self._apply_reset(seed)
         return self.status()
 
@@ -421,9 +437,16 @@ class Learner:
             known = ", ".join(s.snapshot_id for s in store.list_snapshots()) or "none"
             raise ServiceError(
                 grpc.StatusCode.NOT_FOUND,
-                f"model {self.name!r} has no snapshot {snapshot_id!r}; snapshots: {known}",
+                f"model {self.name!r} has no snapshot {quote(snapshot_id)}; snapshots: {known}",
             ) from None
-        store.append_restore(snapshot_id)
+        except CorruptSnapshotError as err:
+            raise ServiceError(
+                grpc.StatusCode.DATA_LOSS,
+                f"model {self.name!r}: snapshot {snapshot_id} cannot be restored, nothing "
+                f"changed: {err}",
+            ) from None
+        with _refused_unless_logged("Restore"):
+            store.append_restore(snapshot_id)
         self.load_snapshot(header, arrays)
         self._unsnapshotted += 1
         self._metrics.set_step(self._counters.step)
@@ -444,11 +467,14 @@ class Learner:
         """Seconds the learner may idle before a time-based snapshot is due (None: never)."""
         if self.store is None or not self._unsnapshotted:
             return None
-        elapsed = time.monotonic() - self._snapshot_time
-        return max(0.0, self._schedule.every_seconds - elapsed)
+        now = time.monotonic()
+        elapsed = now - self._snapshot_time
+        return max(0.0, self._schedule.every_seconds - elapsed, self._snapshot_retry_at - now)
 
     def _snapshot_if_due(self) -> None:
         if self.store is None or not self._unsnapshotted:
+            return
+        if time.monotonic() < self._snapshot_retry_at:  # the last attempt failed
             return
         due = self._unsnapshotted >= self._schedule.every_samples or (
             time.monotonic() - self._snapshot_time >= self._schedule.every_seconds
@@ -456,8 +482,10 @@ class Learner:
         if due:
             try:
                 self._take_snapshot()
-            except Exception:  # the log still has everything; try again next time
-                log.exception("model %r: snapshot failed", self.name)
+            except Exception:  # the log still has everything; try again a little later
+                log.exception("model %r: snapshot failed; next attempt in %.0f s", self.name,
+                              SNAPSHOT_RETRY_S)
+                self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
 
     def _take_snapshot(self) -> tuple[SnapshotInfo, dict[str, np.ndarray]]:
         store = self._require_store("Snapshot")
@@ -468,8 +496,14 @@ class Learner:
                          "skipped": self._counters.skipped},
             "window_ids": ids,
             "create_time": self.create_time,
+            "seeds": list(self.stack.seeds),  # what reset() starts from
         }
-        info = store.write_snapshot(self._counters.step, {**arrays, **window}, header)
+        try:
+            info = store.write_snapshot(self._counters.step, {**arrays, **window}, header)
+        except OSError as err:  # e.g. a full disk: the log still holds everything
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE,
+                               f"snapshot not written ({err.strerror or err}); the log still "
+                               "holds every acknowledged change") from err
         self._unsnapshotted = 0
         self._snapshot_time = time.monotonic()
         return info, arrays
@@ -479,6 +513,8 @@ class Learner:
     def load_snapshot(self, header: dict, arrays: dict[str, np.ndarray]) -> None:
         """Replace the whole state with a snapshot's: weights, counters, request window."""
         self.stack.load_state_arrays(arrays)
+        if "seeds" in header:  # older snapshots keep the seeds of config.json
+            self.stack.set_seeds(header["seeds"])
         counters = header["counters"]
         self._counters = _Counters(counters["step"], counters["inferred"], counters["skipped"])
         self._window.load_arrays(header["window_ids"], arrays)
@@ -496,6 +532,13 @@ class Learner:
         self._apply_reset(seed)
 
 
+def _needs_record(request: _Request) -> bool:
+    """Whether applying `request` changes durable state: it learns, or its id joins the
+    exactly-once window. An inference-only request without an id can be answered when
+    its batch cannot be logged (only its count in `samples_inferred` is then not durable)."""
+    return request.learn or bool(request.request_id)
+
+
 def _spans(requests: list[_Request], sizes: np.ndarray) -> tuple[RequestSpan, ...]:
     """Where each request sits in the batch; requests without an id have id "" (replay
     needs every request's size to rebuild the per-request steps)."""
@@ -504,6 +547,16 @@ def _spans(requests: list[_Request], sizes: np.ndarray) -> tuple[RequestSpan, ..
         RequestSpan(r.request_id, start, size)
         for r, start, size in zip(requests, starts.tolist(), sizes.tolist(), strict=True)
     )
+
+
+@contextlib.contextmanager
+def _refused_unless_logged(what: str) -> Iterator[None]:
+    """A change whose log record could not be written is refused with UNAVAILABLE."""
+    try:
+        yield
+    except DurabilityError as err:
+        raise ServiceError(grpc.StatusCode.UNAVAILABLE,
+                           f"{what} not logged, nothing changed: {err}") from None
 
 
 def _copy_result(source: Future, target: Future) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from service.server.bounds import quote
+
 MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 DEFAULT_MODEL = "default"
 
@@ -13,6 +15,6 @@ def name_problem(name: str) -> str | None:
     if MODEL_NAME.fullmatch(name):
         return None
     return (
-        f"invalid model name {name!r}: use 1 to 63 lowercase letters, digits, '_' or '-', "
+        f"invalid model name {quote(name)}: use 1 to 63 lowercase letters, digits, '_' or '-', "
         "starting with a letter or digit"
     )

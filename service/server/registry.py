@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import grpc
 
 from service.model import HebbianStack, StackConfig
+from service.server import bounds
 from service.server.errors import ServiceError, invalid
 from service.server.learner import Learner, SnapshotSchedule
 from service.server.metrics import ServerMetrics
@@ -34,8 +35,12 @@ class ModelRegistry:
       metrics: the server's metrics; each model gets its `ModelMetrics`.
       max_batch: learner micro-batch limit, in samples.
       max_queued_samples: per-model queue limit, in samples.
+      max_queued_bytes: per-model queue limit, in sample bytes (4 per input value).
       batch_linger: most seconds a busy learner waits for a fuller micro-batch.
       max_model_weights: largest model accepted by `create`, in weights (kernels + laterals).
+      max_layers: most layers of a model `create` accepts.
+      max_model_cost: most multiply-adds per sample of a model `create` accepts
+        (`bounds.stack_size`).
       default_model: the name an empty model name stands for.
       schedule: when learners take snapshots on their own.
       max_models: most models `create` lets exist (None: no limit); recovered models
@@ -54,6 +59,9 @@ class ModelRegistry:
         schedule: SnapshotSchedule | None = None,
         max_models: int | None = None,
         batch_linger: float = 0.0,
+        max_layers: int = bounds.DEFAULT_MAX_LAYERS,
+        max_model_cost: int = bounds.DEFAULT_MAX_MODEL_COST,
+        max_queued_bytes: int | None = None,
     ):
         self.default_model = default_model
         self._max_models = max_models
@@ -63,7 +71,10 @@ class ModelRegistry:
         self._max_batch = max_batch
         self._batch_linger = batch_linger
         self._max_queued_samples = max_queued_samples
+        self._max_queued_bytes = max_queued_bytes
         self._max_model_weights = max_model_weights
+        self._max_layers = max_layers
+        self._max_model_cost = max_model_cost
         self._lock = threading.Lock()
         self._models: dict[str, Learner] = {}
         self._reserved: set[str] = set()
@@ -125,7 +136,8 @@ class ModelRegistry:
                 )
             self._reserved.add(name)
         try:
-            stack = _build(name, config, self._max_model_weights)
+            stack = _build(name, config, self._max_layers, self._max_model_weights,
+                           self._max_model_cost)
             store = None
             if self._data_dir is not None:
                 document = {**stack.config.to_dict(), "create_time": time.time()}
@@ -150,11 +162,18 @@ class ModelRegistry:
             metrics=self._metrics.model(name),
             max_batch=self._max_batch,
             batch_linger=self._batch_linger,
-            max_queued_samples=self._max_queued_samples,
+            max_queued_samples=self._queue_samples(stack),
             is_default=name == self.default_model,
             warm_up=warm_up,
             schedule=self._schedule,
         )
+
+    def _queue_samples(self, stack: HebbianStack) -> int:
+        """A model's queue capacity in samples: both bounds, in samples and in bytes."""
+        if self._max_queued_bytes is None:
+            return self._max_queued_samples
+        per_sample = 4 * int(stack.config.input_dim)
+        return max(1, min(self._max_queued_samples, self._max_queued_bytes // per_sample))
 
     def _register(self, learner: Learner) -> Learner:
         learner.start()
@@ -236,31 +255,16 @@ def _differs(configured: Mapping, stored: StackConfig) -> bool:
     )
 
 
-def _build(name: str, config: StackConfig | Mapping, max_weights: int) -> HebbianStack:
+def _build(name: str, config: StackConfig | Mapping, max_layers: int, max_weights: int,
+           max_cost: int) -> HebbianStack:
     try:
         if not isinstance(config, StackConfig):
             config = StackConfig.from_dict(config)
-        weights = _weight_count(config)
-        if weights > max_weights:
-            raise ServiceError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"model {name!r} would have {weights} weights; the limit is {max_weights}",
-            )
+        bounds.check_stack(name, config.input_dim, list(config.layers), max_layers=max_layers,
+                           max_weights=max_weights, max_cost=max_cost)
         return HebbianStack(config)
     except (ValueError, TypeError) as err:
         raise invalid(f"invalid config for model {name!r}: {err}", "bad_config") from None
-
-
-def _weight_count(config: StackConfig) -> int:
-    """Kernel and lateral weights of a config (layers with a bad width are left to the
-    stack's own validation)."""
-    total, width = 0, int(config.input_dim)
-    for layer in config.layers:
-        units = layer.get("units")
-        if isinstance(units, int) and not isinstance(units, bool) and units > 0:
-            total += width * units + units * units
-            width = units
-    return total
 
 
 def _not_found(name: str, names: list[str]) -> str:

@@ -5,9 +5,10 @@ servicer, health, reflection, the Prometheus endpoint, the data directory and th
 registry. Lifecycle: `start` locks the data directory, recovers the stored models
 (newest snapshot + log replay), creates the configured ones that are new, binds the
 ports and starts serving (liveness SERVING); readiness turns SERVING once every startup
-model is warmed up; `stop` turns readiness NOT_SERVING, stops accepting calls, gives
-in-flight calls a grace period, then stops the learners (each writes a final
-snapshot), releases the data directory and the metrics endpoint.
+model is warmed up, and is NOT_SERVING while a model's log finds no room on the disk;
+`stop` turns readiness NOT_SERVING, stops accepting calls, gives in-flight calls a grace
+period, then stops the learners (each writes a final snapshot), releases the data
+directory and the metrics endpoint.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from service.server.registry import ModelRegistry
 from service.server.runtime_metrics import (
     DataDirCollector,
     MemoryLimitCollector,
+    register_disk_full,
     register_readiness,
 )
 from service.server.servicer import HebbianServicer
@@ -78,7 +80,10 @@ class HebbianServer:
             metrics=self.metrics,
             max_batch=config.limits.max_batch,
             max_queued_samples=config.limits.max_queued_samples,
+            max_queued_bytes=config.limits.max_queued_bytes,
             max_model_weights=config.limits.max_model_weights,
+            max_layers=config.limits.max_layers,
+            max_model_cost=config.limits.max_model_cost,
             default_model=config.default_model,
             schedule=SnapshotSchedule(config.snapshot_every_samples, config.snapshot_every_seconds),
             max_models=config.limits.max_models,
@@ -90,6 +95,9 @@ class HebbianServer:
         self.metrics.registry.register(MemoryLimitCollector())
         self._stopping = threading.Event()
         self._readiness_lock = threading.Lock()
+        self._warm = False  # every startup model warmed up
+        self.disk_full: list[str] = []  # models whose log refuses writes for lack of space
+        register_disk_full(self.metrics.registry, lambda: bool(self.disk_full))
         self._server = transport.grpc_server(  # the benchmark's echo server uses the same
             config, [self.metrics.interceptor(), *security.interceptors(config)]
         )
@@ -139,6 +147,8 @@ class HebbianServer:
         threading.Thread(
             target=self._become_ready, args=(learners,), name="readiness", daemon=True
         ).start()
+        if self.data_dir is not None:
+            threading.Thread(target=self._watch_space, name="disk-space", daemon=True).start()
         log.info(
             "serving %s on %s, metrics on http://%s:%d/metrics, models: %s",
             API_SERVICE, self.target, _host(self.config.host), self.metrics.http_port,
@@ -217,12 +227,38 @@ class HebbianServer:
     def _become_ready(self, learners) -> None:
         for learner in learners:
             learner.ready.wait()
+        self._warm = True
+        self._update_readiness()
+        log.info("ready: %d model(s) warmed up", len(learners))
+
+    def _update_readiness(self) -> None:
+        """Readiness SERVING once warmed up, unless shutting down or a disk is full."""
         with self._readiness_lock:
             if self._stopping.is_set():
                 return
-            self.health.set_ready(True)
-            self.ready.set()
-        log.info("ready: %d model(s) warmed up", len(learners))
+            serving = self._warm and not self.disk_full
+            self.health.set_ready(serving)
+            if serving:
+                self.ready.set()
+            else:
+                self.ready.clear()
+
+    def _watch_space(self, interval: float = 1.0) -> None:
+        """Each `interval`: which models' logs refuse writes for lack of space. While any
+        does, readiness is NOT_SERVING and ``hebbian_disk_full`` is 1; reads are served and
+        learning is refused with UNAVAILABLE, until the disk has room again."""
+        while not self._stopping.wait(interval):
+            full = [learner.name for learner in self.registry.list()
+                    if learner.store is not None and not learner.store.wal.has_space()]
+            if full == self.disk_full:
+                continue
+            if full:
+                log.error("no space left for the log of model(s) %s: learning refused, reads "
+                          "served, readiness NOT_SERVING until space is freed", ", ".join(full))
+            else:
+                log.info("space is back: learning accepted again")
+            self.disk_full = full
+            self._update_readiness()
 
 
 def _host(host: str) -> str:
@@ -231,9 +267,14 @@ def _host(host: str) -> str:
 
 
 def _exit_on_durability_failure(err: BaseException) -> None:
-    """End the process now: a failed log write or fsync must never be retried or hidden."""
+    """End the process: a failed log write or fsync must never be retried or hidden. The
+    log is poisoned already (nothing more is acknowledged); the exit waits a moment so
+    that the caller of the failed write gets its UNAVAILABLE answer."""
     log.critical("write-ahead log failure, exiting: %s", err)
     if not json_logging():  # a JSON log holds only JSON lines; the record above says it
         print(f"hebbian serve: fatal: write-ahead log failure: {err}", file=sys.stderr,
               flush=True)
-    os._exit(1)
+    threading.Timer(_EXIT_DELAY_S, os._exit, args=(1,)).start()
+
+
+_EXIT_DELAY_S = 0.5

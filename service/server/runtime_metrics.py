@@ -4,6 +4,8 @@
 - ``hebbian_memory_limit_bytes``: the memory limit of the server's container (its cgroup,
   v2 ``memory.max`` or v1 ``memory.limit_in_bytes``), absent when there is none, so an
   alert can compare ``process_resident_memory_bytes`` with the limit the pod really has;
+- ``hebbian_disk_full``: 1 while a model's write-ahead log refuses writes for lack of
+  space (learning refused, reads served), else 0;
 
 and of the data directory (`DataDirCollector`):
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -85,10 +87,22 @@ def register_readiness(registry: CollectorRegistry, ready: threading.Event) -> N
     """Export ``hebbian_ready``: 1 while `ready` is set (readiness SERVING), else 0."""
     gauge = Gauge(
         "hebbian_ready",
-        "1 while the server is ready (models warmed up, not shutting down), else 0.",
+        "1 while the server is ready (models warmed up, disk not full, not shutting down), "
+        "else 0.",
         registry=registry,
     )
     gauge.set_function(lambda: 1.0 if ready.is_set() else 0.0)
+
+
+def register_disk_full(registry: CollectorRegistry, full: Callable[[], bool]) -> None:
+    """Export ``hebbian_disk_full``: 1 while `full()` (learning refused for lack of space)."""
+    gauge = Gauge(
+        "hebbian_disk_full",
+        "1 while a write-ahead log refuses writes for lack of space (learning refused, "
+        "reads served), else 0.",
+        registry=registry,
+    )
+    gauge.set_function(lambda: 1.0 if full() else 0.0)
 
 
 class DataDirCollector(Collector):

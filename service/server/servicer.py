@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 
@@ -20,7 +20,7 @@ import grpc
 
 from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
-from service.server import messages, tensors
+from service.server import bounds, messages, tensors
 from service.server.errors import ServiceError, invalid
 from service.server.learner import Learner, Outcome
 from service.server.registry import ModelRegistry
@@ -28,8 +28,10 @@ from service.server.registry import ModelRegistry
 log = logging.getLogger(__name__)
 
 # Messages of one stream read and queued ahead of the answers being sent: a stream's
-# messages reach the learner while earlier ones are still being answered.
+# messages reach the learner while earlier ones are still being answered. Bounded in
+# messages and in sample bytes (one message always fits, however large).
 STREAM_WINDOW = 64
+STREAM_WINDOW_BYTES = 4 << 20
 # Bytes of a response besides activations, skipped indices and id (model, shape, framing).
 _RESPONSE_OVERHEAD = 1024
 _END = object()
@@ -82,7 +84,7 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
         self, requests: Iterator[pb.StreamProcessRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.StreamProcessResponse]:
         """Answer each message of a stream in order; a bad message ends the stream."""
-        window = _StreamWindow(STREAM_WINDOW)
+        window = _StreamWindow(STREAM_WINDOW, STREAM_WINDOW_BYTES)
         if not context.add_callback(window.withdraw):  # cancelled: withdraw what is queued
             return
         reader = threading.Thread(
@@ -109,7 +111,7 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
                 if window.closed:
                     return
                 learner, future = self._submit(request, None)
-                window.put((request, learner, future))
+                window.put((request, learner, future), _request_bytes(request))
         except ServiceError as err:
             window.put(err)
         except grpc.RpcError:  # the client went away; the handler ends with the call
@@ -123,6 +125,7 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
     def _submit(self, request: Request, timeout: float | None) -> tuple[Learner, Future]:
         learner = self._registry.get(request.model)
         try:
+            bounds.check_request_id(request.request_id)
             samples = tensors.decode_samples(request.samples, learner.input_dim, self._max_samples)
         except ServiceError as err:
             learner.reject(err.reason or "invalid", err.samples)
@@ -171,8 +174,8 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
         """Re-initialise a model's weights (after the requests queued before it)."""
         learner = self._registry.get(request.name)
         seed = request.seed if request.HasField("seed") else None
-        if seed is not None and seed < 0:
-            raise invalid(f"seed must be >= 0; got {seed}")
+        if seed is not None:
+            bounds.check_reset_seed(seed, len(learner.stack.params))
         status = _result(learner.reset(seed))
         return pb.ResetResponse(model=messages.model_to_proto(status))
 
@@ -213,12 +216,16 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
 
 class _StreamWindow:
     """The messages of one stream submitted to a learner and not answered yet, in order
-    and bounded: the reader thread `put`s, the handler `get`s. `withdraw` (run when the
-    call ends, e.g. the client cancelled or went away) cancels the futures the learner
-    has not started, so a cancelled stream's queued samples are never applied."""
+    and bounded in count and bytes: the reader thread `put`s, the handler `get`s.
+    `withdraw` (run when the call ends, e.g. the client cancelled or went away) cancels
+    the futures the learner has not started, so a cancelled stream's queued samples are
+    never applied."""
 
-    def __init__(self, size: int) -> None:
-        self._queue: queue.Queue = queue.Queue(size)
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self._size, self._max_bytes = size, max_bytes
+        self._items: deque[tuple[object, int]] = deque()
+        self._bytes = 0
+        self._changed = threading.Condition()
         self._awaited: Future | None = None  # the handler's current message
         self._closed = threading.Event()
 
@@ -227,13 +234,26 @@ class _StreamWindow:
         """Whether the handler ended (the reader stops submitting)."""
         return self._closed.is_set()
 
-    def put(self, item) -> None:
-        """Queue a (request, learner, future), an error or the end (waits for room)."""
-        self._queue.put(item)
+    def put(self, item, nbytes: int = 0) -> None:
+        """Queue a (request, learner, future), an error or the end; waits while the window
+        is full (in messages, or in bytes unless it is empty), never once it is closed."""
+        with self._changed:
+            while not self._closed.is_set() and self._items and (
+                len(self._items) >= self._size or self._bytes + nbytes > self._max_bytes
+            ):
+                self._changed.wait()
+            self._items.append((item, nbytes))
+            self._bytes += nbytes
+            self._changed.notify_all()
 
     def get(self):
         """The next item, in order (waits for one)."""
-        item = self._queue.get()
+        with self._changed:
+            while not self._items:
+                self._changed.wait()
+            item, nbytes = self._items.popleft()
+            self._bytes -= nbytes
+            self._changed.notify_all()
         if type(item) is tuple:
             self._awaited = item[2]
         return item
@@ -241,8 +261,9 @@ class _StreamWindow:
     def withdraw(self) -> None:
         """Cancel every queued future the learner has not started, the awaited one too."""
         self._closed.set()
-        with self._queue.mutex:
-            queued = [item[2] for item in self._queue.queue if type(item) is tuple]
+        with self._changed:
+            queued = [item[2] for item, _ in self._items if type(item) is tuple]
+            self._changed.notify_all()
         for future in (self._awaited, *queued):
             if future is not None:
                 future.cancel()
@@ -250,11 +271,16 @@ class _StreamWindow:
     def close(self) -> None:
         """The handler is done: stop the reader, unblocking it if it waits for room."""
         self._closed.set()
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                return
+        with self._changed:
+            self._items.clear()
+            self._bytes = 0
+            self._changed.notify_all()
+
+
+def _request_bytes(request: Request) -> int:
+    """Bytes a stream message holds in the window: its samples (raw or values) and id."""
+    samples = request.samples
+    return len(samples.raw) + 4 * len(samples.values) + len(request.request_id)
 
 
 def _result(future: Future):

@@ -35,6 +35,9 @@ def atomic_write(path: Path, data: bytes) -> None:
             written = os.write(fd, view)
             view = view[written:]
         os.fsync(fd)
+    except OSError:
+        temp.unlink(missing_ok=True)  # a full disk: give back the space the attempt took
+        raise
     finally:
         os.close(fd)
     os.replace(temp, path)

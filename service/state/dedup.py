@@ -24,8 +24,19 @@ class Ack:
     step: int
 
 
+# Bytes an entry costs besides its id and arrays (the dict slot, the Ack, array headers).
+ENTRY_OVERHEAD = 256
+
+
+def entry_bytes(request_id: str, ack: Ack) -> int:
+    """What one remembered request costs in memory and in a snapshot, in bytes."""
+    return (len(request_id.encode("utf-8", "surrogatepass")) + ack.activations.nbytes
+            + ack.skipped.nbytes + ENTRY_OVERHEAD)
+
+
 class RequestWindow:
-    """The newest acknowledged request ids with their answers, bounded in count and bytes.
+    """The newest acknowledged request ids with their answers, bounded in count and bytes
+    (ids, activations and skipped indices all count, see `entry_bytes`).
 
     Only the model's learner thread touches it.
     """
@@ -39,6 +50,11 @@ class RequestWindow:
     def __len__(self) -> int:
         return len(self._acks)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the remembered requests cost (`entry_bytes` summed)."""
+        return self._bytes
+
     def get(self, request_id: str) -> Ack | None:
         """The stored answer for `request_id`, if it is still in the window."""
         return self._acks.get(request_id) if request_id else None
@@ -48,10 +64,10 @@ class RequestWindow:
         if not request_id or request_id in self._acks:
             return
         self._acks[request_id] = ack
-        self._bytes += ack.activations.nbytes + ack.skipped.nbytes
+        self._bytes += entry_bytes(request_id, ack)
         while self._acks and (len(self._acks) > self.max_requests or self._bytes > self.max_bytes):
-            _, old = self._acks.popitem(last=False)
-            self._bytes -= old.activations.nbytes + old.skipped.nbytes
+            old_id, old = self._acks.popitem(last=False)
+            self._bytes -= entry_bytes(old_id, old)
 
     def clear(self) -> None:
         """Forget everything (a Reset or Restore starts a new history)."""

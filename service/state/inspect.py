@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.state import snapshot as snapshots
-from service.state.log_reader import CorruptLogError, read_segment
+from service.state.log_reader import CorruptLogError, read_log, segment_paths
 from service.state.store import CONFIG
-from service.state.wal import segment_paths
 
 
 @dataclass
@@ -50,29 +49,20 @@ def inspect_model(directory: Path) -> ModelReport:
     covered = report.snapshots[-1].seq if report.snapshots else 0
     paths = segment_paths(directory / "wal")
     report.log_segments = len(paths)
-    expected = None
-    for index, path in enumerate(paths):
-        data = path.read_bytes()
-        report.log_bytes += len(data)
-        try:
-            records, torn = read_segment(path, data, last=index == len(paths) - 1,
-                                         expected_seq=expected)
-        except CorruptLogError as err:
-            report.problems.append(str(err))
-            break
-        for _, record in records:
-            report.first_seq = record.seq if report.first_seq is None else report.first_seq
-            report.last_seq = record.seq
-            report.records_to_replay += record.seq > covered
-        expected = report.last_seq + 1 if report.last_seq is not None else None
-        if torn is not None:
-            report.torn_tail = (f"{torn.dropped_bytes} bytes at offset {torn.offset} of "
-                                f"{path.name} ({torn.reason}): dropped on start")
-    if report.first_seq is not None and report.first_seq > covered + 1:
-        report.problems.append(
-            f"the log starts at sequence {report.first_seq} but the newest snapshot covers "
-            f"only up to {covered}"
-        )
+    try:
+        for segment in read_log(paths, covered):
+            report.log_bytes += segment.size
+            for _, record in segment.records:
+                if report.first_seq is None:
+                    report.first_seq = record.seq
+                report.last_seq = record.seq
+                report.records_to_replay += record.seq > covered
+            torn = segment.torn
+            if torn is not None:
+                report.torn_tail = (f"{torn.dropped_bytes} bytes at offset {torn.offset} of "
+                                    f"{segment.path.name} ({torn.reason}): dropped on start")
+    except CorruptLogError as err:
+        report.problems.append(str(err))
     return report
 
 

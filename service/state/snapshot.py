@@ -13,6 +13,7 @@ import io
 import json
 import struct
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,12 +83,18 @@ def read_snapshot(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     if version != VERSION:
         raise CorruptSnapshotError(f"snapshot {path} has version {version}; expected {VERSION}")
     offset = len(MAGIC) + _HEAD.size
-    meta = json.loads(body[offset : offset + meta_len])
-    offset += meta_len
-    (payload_len,) = _LEN.unpack_from(body, offset)
-    offset += _LEN.size
-    with np.load(io.BytesIO(body[offset : offset + payload_len]), allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
+    try:  # the checksum matched: what fails to parse here was written wrong
+        meta = json.loads(body[offset : offset + meta_len])
+        offset += meta_len
+        (payload_len,) = _LEN.unpack_from(body, offset)
+        offset += _LEN.size
+        with np.load(io.BytesIO(body[offset : offset + payload_len]), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        for key in ("seq", "step", "create_time"):
+            if not isinstance(meta.get(key), int | float):
+                raise ValueError(f"header has no {key}")
+    except (ValueError, KeyError, struct.error, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise CorruptSnapshotError(f"snapshot {path} does not decode: {err}") from err
     return meta, arrays
 
 

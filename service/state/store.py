@@ -109,7 +109,7 @@ class ModelStore:
             self.last_snapshot = snapshots.info(paths[-1])
             covered = self.last_snapshot.seq
         replayed, last = 0, covered
-        for record in self.wal.recover():
+        for record in self.wal.recover(covered):
             if record.seq <= covered:
                 continue
             if record.seq != last + 1:
@@ -119,9 +119,6 @@ class ModelStore:
                 )
             self._replay(record, target)
             replayed, last = replayed + 1, record.seq
-        if self.wal.next_seq <= covered:
-            # Every record the snapshot covers was compacted away: continue after it.
-            self.wal.next_seq = covered + 1
         self.last_seq = max(last, self.wal.next_seq - 1)
         return RecoveryReport(self.last_snapshot, replayed, self.last_seq, self.wal.torn_tail,
                               time.perf_counter() - started)
@@ -182,13 +179,17 @@ class ModelStore:
         return snapshots.read_snapshot(self.snapshot_path(snapshot_id))
 
     def list_snapshots(self) -> list[snapshots.SnapshotInfo]:
-        """Every kept snapshot, oldest first (safe beside the learner writing and pruning)."""
+        """Every kept snapshot that verifies, oldest first (safe beside the learner writing
+        and pruning); one that fails its checks is left out with a warning, never fails
+        the listing (restoring to it stays refused)."""
         found = []
         for path in snapshots.list_snapshots(self.snapshot_dir):
             try:
                 found.append(snapshots.info(path))
             except FileNotFoundError:  # pruned meanwhile
                 continue
+            except snapshots.CorruptSnapshotError as err:
+                log.warning("model %r: not listing a corrupt snapshot: %s", self.name, err)
         return found
 
     def close(self) -> None:

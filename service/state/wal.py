@@ -4,12 +4,17 @@ Only the model's learner thread appends, one record per micro-batch, so a batch 
 requests costs one write and (with fsync "always") one fsync: group commit. The fsync
 policy mirrors Redis' appendfsync: "always" (durable before acknowledged), "everysec"
 (a background flush each second: a crash may lose the last second), "no" (the OS
-decides). Any failed write or fsync poisons the log: nothing more is appended, the
-error goes to `on_failure` (the server exits), and nothing is ever retried.
+decides). A failed fsync, or a write that fails for any reason but a full disk, poisons
+the log: nothing more is appended, the error goes to `on_failure` (the server exits),
+and nothing is ever retried. A write refused for lack of space (ENOSPC, EDQUOT) is undone
+(the segment is cut back to its last whole record) and raises `LogFullError`: nothing
+was logged, the log stays usable, and the next append tries again (`has_space` says
+whether the disk has room again).
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -18,26 +23,31 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from service.state.atomic import fsync_directory
-from service.state.log_reader import TornTail, read_segment
+from service.state.log_reader import (
+    SEGMENT_SUFFIX,
+    TornTail,
+    first_seq,
+    read_log,
+    segment_name,
+    segment_paths,
+)
 from service.state.records import Record, encode
+
+__all__ = ["SEGMENT_SUFFIX", "DurabilityError", "LogFullError", "WriteAheadLog", "segment_paths"]
 
 log = logging.getLogger(__name__)
 
 FSYNC_POLICIES = ("always", "everysec", "no")
-SEGMENT_SUFFIX = ".wal"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+SPACE_MARGIN = 1 << 20  # free bytes beyond the refused record before the disk counts as usable
 
 
 class DurabilityError(RuntimeError):
     """A write or fsync of the log failed; nothing after it may be acknowledged."""
 
 
-def segment_paths(directory: Path) -> list[Path]:
-    """The log's segment files, oldest first (each named by its first sequence)."""
-    return sorted(Path(directory).glob(f"*{SEGMENT_SUFFIX}"))
-
-
-def _first_seq(path: Path) -> int:
-    return int(path.name.removesuffix(SEGMENT_SUFFIX))
+class LogFullError(DurabilityError):
+    """The disk had no room for a record: nothing was logged, the log is still usable."""
 
 
 class WriteAheadLog:
@@ -67,41 +77,44 @@ class WriteAheadLog:
         self._size = 0
         self._dirty = False
         self._failure: BaseException | None = None
+        self.out_of_space: OSError | None = None  # the last write refused for lack of space
+        self._needed = 0  # bytes of the record that was refused
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
 
     # -- start-up --------------------------------------------------------------------------
 
-    def recover(self) -> Iterator[Record]:
+    def recover(self, covered: int = 0) -> Iterator[Record]:
         """Yield every record in order, repairing a torn tail; then the log is open.
 
+        `covered` is the sequence a durable snapshot covers: when the log ends before it
+        (every record compacted away), the segments are all covered and the log goes on
+        in a new segment named `covered + 1`, so names and sequences always agree.
         Raises `CorruptLogError` (from the reader) when acknowledged data is damaged.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         paths = segment_paths(self.directory)
-        expected: int | None = None
-        for index, path in enumerate(paths):
-            last = index == len(paths) - 1
-            data = path.read_bytes()
-            records, torn = read_segment(path, data, last=last, expected_seq=expected)
-            if expected is None and records:
-                expected = records[0][1].seq
-            for _, record in records:
+        next_seq = 1
+        for segment in read_log(paths, covered):
+            for _, record in segment.records:
                 yield record
-                expected = record.seq + 1
+            next_seq = segment.next_seq
+            torn = segment.torn
             if torn is not None:
                 log.warning(
                     "write-ahead log %s: dropped a torn record of %d bytes at offset %d (%s)",
-                    path, torn.dropped_bytes, torn.offset, torn.reason,
+                    torn.path, torn.dropped_bytes, torn.offset, torn.reason,
                 )
-                with open(path, "r+b") as f:
+                with open(torn.path, "r+b") as f:
                     f.truncate(torn.offset)
                     os.fsync(f.fileno())
                 self.torn_tail = torn
-        if expected is None and paths:
-            expected = _first_seq(paths[-1])
-        self.next_seq = expected or 1
+        if next_seq <= covered:
+            for path in paths:
+                path.unlink()
+            paths, next_seq = [], covered + 1
+        self.next_seq = next_seq
         self._open_segment(paths[-1] if paths else None)
         if self.fsync == "everysec":
             self._flusher = threading.Thread(target=self._flush_every_second, daemon=True,
@@ -110,7 +123,7 @@ class WriteAheadLog:
 
     def _open_segment(self, path: Path | None) -> None:
         if path is None:
-            path = self.directory / f"{self.next_seq:020d}{SEGMENT_SUFFIX}"
+            path = self.directory / segment_name(self.next_seq)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._size = os.fstat(self._fd).st_size
         fsync_directory(self.directory)
@@ -120,35 +133,90 @@ class WriteAheadLog:
     def append(self, make_record: Callable[[int], Record]) -> int:
         """Append the record `make_record(seq)` and make it as durable as the policy says.
 
-        Returns its sequence. Raises `DurabilityError` if the log is or becomes unusable.
+        Returns its sequence. Raises `LogFullError` if the disk has no room for it (nothing
+        logged, try again later) and `DurabilityError` if the log is or becomes unusable.
         """
         with self._lock:
             if self._failure is not None:
                 raise DurabilityError(f"write-ahead log unusable after: {self._failure}")
             seq = self.next_seq
             data = encode(make_record(seq))
+            roll = self._size > 0 and self._size + len(data) > self.segment_bytes
             try:
-                if self._size > 0 and self._size + len(data) > self.segment_bytes:
-                    self._roll()
+                if roll:
+                    os.fsync(self._fd)  # the full segment is complete and durable
+            except OSError as err:
+                raise self._fatal(err) from err
+            try:
+                if roll:
+                    self._start_segment()
                 view = memoryview(data)
                 while view:
                     view = view[os.write(self._fd, view) :]
-                self._size += len(data)
+            except OSError as err:
+                if err.errno in _NO_SPACE and self._cut_back():
+                    raise self._no_space(err, len(data)) from err
+                raise self._fatal(err) from err
+            self._size += len(data)
+            try:
                 if self.fsync == "always":
                     os.fdatasync(self._fd)
                 else:
                     self._dirty = True
             except OSError as err:
-                self._fail(err)
-                raise DurabilityError(f"write-ahead log write failed: {err}") from err
+                raise self._fatal(err) from err
+            if self.out_of_space is not None:
+                log.info("write-ahead log %s: space is back, logging again", self.directory)
+                self.out_of_space = None
             self.next_seq = seq + 1
             return seq
 
-    def _roll(self) -> None:
-        os.fsync(self._fd)
+    def _start_segment(self) -> None:
+        """Continue in a new segment; the old one stays open if the new cannot be made."""
+        fd = os.open(self.directory / segment_name(self.next_seq),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         os.close(self._fd)
-        self._fd = None
-        self._open_segment(None)
+        self._fd, self._size = fd, 0
+        fsync_directory(self.directory)
+
+    def _cut_back(self) -> bool:
+        """Drop what a refused write left after the last whole record; False if impossible."""
+        try:
+            os.ftruncate(self._fd, self._size)
+            return True
+        except OSError:
+            return False
+
+    def _no_space(self, err: OSError, needed: int) -> LogFullError:
+        if self.out_of_space is None:
+            log.error("write-ahead log %s: no space left (%s); learning is refused until "
+                      "space is freed", self.directory, err.strerror)
+        self.out_of_space, self._needed = err, needed
+        return LogFullError(
+            f"no space left on the data directory's disk for the write-ahead log "
+            f"({err.strerror}); nothing was logged or applied, and learning is refused "
+            "until space is freed"
+        )
+
+    def _fatal(self, err: OSError) -> DurabilityError:
+        self._fail(err)
+        return DurabilityError(f"write-ahead log write failed: {err}")
+
+    def has_space(self) -> bool:
+        """False while the last write was refused for lack of space and the disk still has
+        no room for it (and a margin); True once it has, or if nothing was refused."""
+        with self._lock:
+            if self.out_of_space is None:
+                return True
+            try:
+                stats = os.statvfs(self.directory)
+            except OSError:
+                return False
+            if stats.f_bavail * stats.f_frsize < self._needed + SPACE_MARGIN:
+                return False
+            log.info("write-ahead log %s: space is back", self.directory)
+            self.out_of_space = None
+            return True
 
     def _flush_every_second(self) -> None:
         while not self._stop.wait(1.0):
@@ -179,7 +247,7 @@ class WriteAheadLog:
         paths = segment_paths(self.directory)
         deleted = []
         for path, following in itertools.pairwise(paths):
-            if _first_seq(following) - 1 <= seq:
+            if first_seq(following) - 1 <= seq:
                 path.unlink()
                 deleted.append(path)
         if deleted:

@@ -128,3 +128,14 @@ def test_image_carries_the_oci_labels(runtime):
     assert labels[f"{prefix}version"] == "${VERSION}" and args["VERSION"] == project["version"]
     assert labels[f"{prefix}licenses"] == project["license"]["text"]
     assert labels[f"{prefix}revision"] == "${REVISION}" and "REVISION" in args
+
+
+def test_the_image_carries_the_compiled_native_kernels_for_a_warm_start(stages):
+    build, runtime = stages
+    warm = [run for run in build.all("RUN") if "warm_cache()" in run]
+    assert warm and "configure_cache('/opt/hebbian/engine-cache')" in warm[0]
+    prebuilt = runtime.env()["HEBBIAN_ENGINE_PREBUILT_CACHE"]
+    assert prebuilt == "/opt/hebbian/engine-cache"
+    assert load_config(None, {"HEBBIAN_ENGINE_PREBUILT_CACHE": prebuilt}).engine_prebuilt_cache
+    # the engine cache itself defaults to $XDG_CACHE_HOME, which the image points into /tmp
+    assert runtime.env()["XDG_CACHE_HOME"].startswith("/tmp")

@@ -94,15 +94,20 @@ def test_targets_and_table_from_a_result():
                      "warmup": 0.1, "window": 64, "cpus": 2, "load_before": 0.5,
                      "load_after": None},
         "scenarios": scenarios, "ready_s": {"main": 9.0},
-        "startup": {"ready_s": 8.0, "peak_rss_mb": 800.0}, "notes": ["a note"],
+        "startup": {"ready_s": 2.5, "peak_rss_mb": 800.0}, "notes": ["a note"],
+        "models": {"ready_cold_s": 20.0, "ready_warm_s": 1.5, "models": 64,
+                   "model": "64->16 sanger", "create_p50_ms": 30.0, "create_p99_ms": 60.0,
+                   "rss_with_models_mb": 500.0, "restart_ready_s": 4.0, "restart_rss_mb": 450.0},
     }
     targets = evaluate_targets(result)
     assert {k: t["pass"] for k, t in targets.items()} == {
         "stream_1": True, "stream_64": False, "unary": True, "offered_500": True,
-        "fsync": True, "ready": True, "rss": False,
+        "fsync": True, "ready": True, "rss": False, "create": True, "models_rss": False,
+        "restart": True,
     }
     result["targets"] = targets
     table = format_table(result)
     assert "[FAIL] 64 samples/msg raw" in table and "[PASS] unary" in table
     assert "note: a note" in table and "0.90x" in table
     assert "   12.5     0.25" in table  # micro-batch columns
+    assert "20.0 s cold" in table and "CreateModel p50 30.0 ms" in table

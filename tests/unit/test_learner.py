@@ -141,8 +141,9 @@ def test_reset_runs_after_queued_requests_is_logged_and_zeroes_the_counters(data
     assert learner.stack.engine.step == 0
 
 
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO])
 def test_a_failed_log_write_fails_the_requests_and_leaves_the_model_untouched(
-    data_dir, monkeypatch
+    data_dir, monkeypatch, code
 ):
     failures = []
     stack = HebbianStack(CONFIG)
@@ -152,19 +153,54 @@ def test_a_failed_log_write_fails_the_requests_and_leaves_the_model_untouched(
     learner.recover()
     before = stack.layer_states()[0].kernel
 
-    def full_disk(fd, data):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def failing(fd, data):
+        raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(os, "write", full_disk)
+    monkeypatch.setattr(os, "write", failing)
     learner.start()
-    with pytest.raises(ServiceError, match="No space left") as info:
+    with pytest.raises(ServiceError, match=os.strerror(code)) as info:
         learner.submit(np.ones((2, 6), np.float32), True).result(timeout=60)
     monkeypatch.undo()
     learner.stop(final_snapshot=False)
     assert info.value.code.name == "UNAVAILABLE"
-    assert len(failures) == 1
+    assert len(failures) == (code != errno.ENOSPC)  # a full disk is not fatal, EIO is
     assert stack.engine.step == 0
     np.testing.assert_array_equal(stack.layer_states()[0].kernel, before)
+
+
+def test_on_a_full_disk_learning_and_resets_are_refused_and_inference_is_answered(
+    data_dir, monkeypatch
+):
+    learner = make_learner(data_dir)
+    learner.start()
+    learner.submit(samples(2), True, request_id="before").result(timeout=60)
+    real_write = os.write
+
+    def full_disk(fd, data):
+        if len(data) > 8:  # a torn write: part of the record lands, then the disk is full
+            real_write(fd, bytes(data[:8]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    x = samples(3)
+    learning = learner.submit(x, True)
+    with_id = learner.submit(x, False, request_id="needs-a-record")
+    reading = learner.submit(x, False)
+    with pytest.raises(ServiceError, match="nothing was logged or applied") as info:
+        learning.result(timeout=60)
+    assert info.value.code.name == "UNAVAILABLE"
+    with pytest.raises(ServiceError):
+        with_id.result(timeout=60)
+    answer = reading.result(timeout=60)  # needs no record: answered from the weights
+    assert answer.step == 2 and answer.activations.shape == (3, 3)
+    with pytest.raises(ServiceError, match="Reset not logged, nothing changed") as info:
+        learner.reset(3).result(timeout=60)
+    assert info.value.code.name == "UNAVAILABLE"
+    monkeypatch.undo()
+    assert learner.submit(x, True, request_id="after").result(timeout=60).step == 5
+    learner.stop(final_snapshot=False)
+    # the refused write was cut back: the log holds exactly the two acknowledged batches
+    assert [r.requests[0].request_id for r in logged(data_dir)] == ["before", "after"]
 
 
 def test_a_repeated_request_id_gets_the_first_answer_and_is_applied_once(data_dir):
@@ -224,6 +260,27 @@ def test_snapshots_follow_the_schedule_and_recovery_starts_from_the_newest(data_
     recovered = make_learner(data_dir)
     assert recovered.status().step == 70
     assert recovered.status().last_snapshot.snapshot_id == kept[-1].snapshot_id
+
+
+def test_a_failed_scheduled_snapshot_is_retried_later_not_after_every_batch(
+    data_dir, monkeypatch
+):
+    learner = make_learner(data_dir, SnapshotSchedule(every_samples=1, every_seconds=0.0))
+    attempts = []
+
+    def full_disk(*args, **kwargs):
+        attempts.append(time.monotonic())
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(learner.store, "write_snapshot", full_disk)
+    learner.start()
+    for _ in range(5):  # every batch makes a snapshot due
+        learner.submit(samples(2), True).result(timeout=60)
+    time.sleep(0.5)  # idle with a snapshot due: no busy retries either
+    assert len(attempts) == 1
+    monkeypatch.undo()
+    learner.stop(final_snapshot=False)
+    assert learner.status().step == 10
 
 
 def test_an_idle_model_takes_its_time_based_snapshot(data_dir):

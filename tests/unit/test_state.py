@@ -47,9 +47,9 @@ def write_log(directory, records, **kwargs):
     wal.close()
 
 
-def read_log(directory):
+def read_log(directory, covered=0):
     wal = WriteAheadLog(directory)
-    records = list(wal.recover())
+    records = list(wal.recover(covered))
     return wal, records
 
 
@@ -134,8 +134,10 @@ def test_segments_roll_and_covered_segments_are_dropped(tmp_path):
     after = segment_paths(tmp_path)
     assert len(after) < len(before) and after[-1] == before[-1]
     wal.close()
-    _, rest = read_log(tmp_path)
+    _, rest = read_log(tmp_path, covered=5)
     assert rest[0].seq <= 6 and rest[-1].seq == 8
+    with pytest.raises(CorruptLogError, match="newest snapshot covers only up to sequence 0"):
+        read_log(tmp_path)  # without the snapshot, the dropped records are missing
 
 
 def test_a_failed_fsync_poisons_the_log_and_is_never_retried(tmp_path, monkeypatch):
@@ -154,6 +156,39 @@ def test_a_failed_fsync_poisons_the_log_and_is_never_retried(tmp_path, monkeypat
     with pytest.raises(DurabilityError, match="unusable"):
         wal.append(lambda seq: ResetRecord(seq, None))
     assert len(failures) == 1 and failures[0].errno == errno.ENOSPC
+
+
+def test_a_write_refused_for_lack_of_space_is_cut_back_and_the_log_stays_usable(
+    tmp_path, monkeypatch
+):
+    from service.state.wal import LogFullError
+
+    failures = []
+    wal = WriteAheadLog(tmp_path, on_failure=failures.append, segment_bytes=400)
+    list(wal.recover())
+    first = batch(1)
+    wal.append(lambda seq: first)
+    real_write = os.write
+
+    def torn_then_full(fd, data):
+        real_write(fd, bytes(data[:5]))  # part of the record lands, then ENOSPC
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", torn_then_full)
+    with pytest.raises(LogFullError, match="nothing was logged"):
+        wal.append(lambda seq: batch(seq))
+    with pytest.raises(LogFullError):  # also when the record would start a new segment
+        wal.append(lambda seq: batch(seq, n=20))
+    monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((4096, 4096, 10, 1, 1,
+                                                                         0, 0, 0, 0, 255)))
+    assert not wal.has_space() and wal.out_of_space is not None
+    monkeypatch.undo()
+    assert wal.append(lambda seq: ResetRecord(seq, 5)) == 2  # the same sequence, retried
+    assert wal.out_of_space is None and wal.has_space()
+    wal.close()
+    assert failures == []  # never fatal
+    _, back = read_log(tmp_path)
+    assert [r.seq for r in back] == [1, 2] and back[1] == ResetRecord(2, 5)
 
 
 def test_snapshots_round_trip_and_verify_their_checksum(tmp_path):
@@ -266,6 +301,20 @@ def test_the_request_window_is_bounded_and_survives_a_snapshot():
     assert ids == ["r2", "r3", "r4"]
     assert np.array_equal(copy.get("r3").activations, np.full((2, 3), 3, np.float32))
     assert copy.get("r3").skipped.tolist() == [3]
+
+
+def test_the_request_window_is_bounded_in_bytes_ids_included():
+    from service.state.dedup import ENTRY_OVERHEAD, entry_bytes
+
+    window = RequestWindow(max_requests=100_000, max_bytes=64 * 1024)
+    empty = Ack(np.zeros((0, 2), np.float32), np.zeros(0, np.int32), 0)
+    for i in range(3000):  # inference-only answers: nothing but the ids is stored
+        window.add(f"{i:06d}".ljust(256, "x"), empty)
+        assert window.nbytes <= window.max_bytes
+    assert entry_bytes("é", empty) == 2 + ENTRY_OVERHEAD
+    assert len(window) == 64 * 1024 // (256 + ENTRY_OVERHEAD)
+    ids, _ = window.to_arrays()
+    assert sum(len(i) for i in ids) < window.max_bytes  # and so is a snapshot's share
 
 
 def test_check_data_reports_without_changing_anything(tmp_path):
