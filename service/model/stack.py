@@ -192,10 +192,12 @@ def _build_engine(config: StackConfig, params, states, buckets) -> Engine:
 
 
 def _keras_stack(config: StackConfig):
-    """A built Keras `Sequential` of `Hebbian` layers for `config` (seeded initial state)."""
+    """A built `HebbianSequential` of `Hebbian` layers for `config` (seeded initial state):
+    in Keras too the stack is guarded as one, as the engines guard it."""
     import keras
 
+    from service.model.keras_model import HebbianSequential
     from service.model.layer import Hebbian
 
     layers = [Hebbian(name=f"hebbian_{index}", **spec) for index, spec in enumerate(config.layers)]
-    return keras.Sequential([keras.Input((config.input_dim,)), *layers]), layers
+    return HebbianSequential([keras.Input((config.input_dim,)), *layers]), layers
