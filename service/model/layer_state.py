@@ -49,31 +49,50 @@ def stack_arrays(states: Sequence[HebbianState]) -> dict[str, np.ndarray]:
     }
 
 
-def stack_states(
-    params: Sequence[HebbianParams], arrays: Mapping[str, np.ndarray]
+def checked_states(
+    params: Sequence[HebbianParams], states: Sequence[HebbianState]
 ) -> tuple[HebbianState, ...]:
-    """The inverse of `stack_arrays`, checked field by field against each layer's shape.
+    """`states` (one per layer) as numpy arrays, every field checked against its layer's
+    shape and dtype; what both engines load.
 
     Raises:
-      ValueError: a field is missing or has the wrong shape or dtype (nothing is returned,
-        so a caller that assigns only after this returns changes nothing on error).
+      ValueError: a layer or field is missing or has the wrong shape or dtype (nothing is
+        returned, so a caller that assigns only after this returns changes nothing).
     """
-    states = []
-    for index, p in enumerate(params):
+    states = tuple(states)
+    if len(states) != len(params):
+        raise ValueError(f"expected {len(params)} layer states; got {len(states)}")
+    checked = []
+    for index, (p, state) in enumerate(zip(params, states, strict=True)):
         fields = []
-        for field, (shape, dtype) in zip(FIELDS, state_shapes(p), strict=True):
-            key = state_key(index, field)
-            if key not in arrays:
-                raise ValueError(f"state has no {key!r}")
-            value = np.asarray(arrays[key])
+        for field, value, (shape, dtype) in zip(FIELDS, state, state_shapes(p), strict=True):
+            value = np.asarray(value)
             if value.shape != shape or value.dtype != dtype:
                 raise ValueError(
-                    f"state {key!r} is {value.dtype}{list(value.shape)}; "
+                    f"state {state_key(index, field)!r} is {value.dtype}{list(value.shape)}; "
                     f"expected {dtype}{list(shape)}"
                 )
             fields.append(value)
-        states.append(HebbianState(*fields))
-    return tuple(states)
+        checked.append(HebbianState(*fields))
+    return tuple(checked)
+
+
+def stack_states(
+    params: Sequence[HebbianParams], arrays: Mapping[str, np.ndarray]
+) -> tuple[HebbianState, ...]:
+    """The inverse of `stack_arrays`, checked as `checked_states` checks.
+
+    Raises:
+      ValueError: a field is missing or has the wrong shape or dtype.
+    """
+    for index in range(len(params)):
+        for field in FIELDS:
+            if state_key(index, field) not in arrays:
+                raise ValueError(f"state has no {state_key(index, field)!r}")
+    return checked_states(params, [
+        HebbianState(*(arrays[state_key(index, field)] for field in FIELDS))
+        for index in range(len(params))
+    ])
 
 
 def normalize_columns(kernel: np.ndarray, target: float) -> np.ndarray:

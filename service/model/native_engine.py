@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from service.model.engine import EngineResult, check_samples
-from service.model.layer_state import HebbianState, state_shapes
+from service.model.layer_state import HebbianState, checked_states
 from service.model.params import (
     ACTIVATIONS,
     LATERAL_MODES,
@@ -170,23 +170,7 @@ class NativeEngine:
 
     def load_layer_states(self, states: Sequence[HebbianState]) -> None:
         """Replace every layer's state (checked in full before anything changes)."""
-        states = tuple(states)
-        if len(states) != len(self.params):
-            raise ValueError(f"expected {len(self.params)} layer states; got {len(states)}")
-        checked = []
-        for index, (p, state) in enumerate(zip(self.params, states, strict=True)):
-            fields = []
-            for field, value, (shape, dtype) in zip(
-                HebbianState._fields, state, state_shapes(p), strict=True
-            ):
-                value = np.asarray(value)
-                if value.shape != shape or value.dtype != dtype:
-                    raise ValueError(
-                        f"layer {index} {field} is {value.dtype}{list(value.shape)}; "
-                        f"expected {dtype}{list(shape)}"
-                    )
-                fields.append(value)
-            checked.append(fields)
+        checked = checked_states(self.params, states)
         for index, ((k, lat, t), fields) in enumerate(zip(self._slices, checked, strict=True)):
             kernel, lateral, mask, theta, step = fields
             self._weights[:, k] = kernel.reshape(-1)

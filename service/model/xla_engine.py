@@ -22,7 +22,7 @@ import tensorflow as tf
 from service.model import dynamics
 from service.model.engine import EngineResult, check_samples
 from service.model.layer import Hebbian
-from service.model.layer_state import HebbianState
+from service.model.layer_state import HebbianState, checked_states
 
 DEFAULT_BUCKETS = (1, 8, 64, 256, 1024)
 
@@ -100,20 +100,12 @@ class XlaEngine:
 
     def load_layer_states(self, states: Sequence[HebbianState]) -> None:
         """Replace every layer's state (checked in full before anything changes)."""
-        states = tuple(states)
-        if len(states) != len(self._variables):
-            raise ValueError(f"expected {len(self._variables)} layer states; got {len(states)}")
-        updates = []
-        for index, (variables, state) in enumerate(zip(self._variables, states, strict=True)):
-            for field, variable, value in zip(HebbianState._fields, variables, state,
-                                              strict=True):
-                value = np.asarray(value)
-                if value.shape != tuple(variable.shape) or value.dtype != variable.dtype:
-                    raise ValueError(
-                        f"layer {index} {field} is {value.dtype}{list(value.shape)}; "
-                        f"expected {variable.dtype}{list(variable.shape)}"
-                    )
-                updates.append((variable, value))
+        checked = checked_states(self.params, states)
+        updates = [
+            (variable, value)
+            for variables, state in zip(self._variables, checked, strict=True)
+            for variable, value in zip(variables, state, strict=True)
+        ]
         for variable, value in updates:
             variable.assign(value)
 
