@@ -171,8 +171,38 @@ class ClientSurface:
 
     Each builds its request and hands it to `_unary(method, request, extract)`, which the
     blocking client runs at once (returning `extract(response)`) and the asyncio client
-    returns as a coroutine (awaiting gives `extract(response)`).
+    returns as a coroutine (awaiting gives `extract(response)`). The constructor (arguments
+    as `HebbianClient`'s) is shared too: `_channels` is the module whose channels a client
+    uses (`grpc` or `grpc.aio`).
     """
+
+    _channels: Any = grpc
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
+        token: str | None = None,
+        connect_timeout: float = 5.0,
+        wait_for_ready: bool | None = None,
+        reconnect_timeout: float = 120.0,
+    ):
+        self.target = target
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.wait_for_ready = wait_for_ready
+        self.reconnect_timeout = reconnect_timeout
+        self._metadata = auth_metadata(metadata, token)
+        options = channel_options()
+        if credentials is None:
+            self._channel = self._channels.insecure_channel(target, options=options)
+        else:
+            self._channel = self._channels.secure_channel(target, credentials, options=options)
+        self._stub = hebbian_pb2_grpc.HebbianServiceStub(self._channel)
+        self._connected = False
 
     def _unary(self, method: str, request: Any, extract: Callable[[Any], Any]) -> Any:
         raise NotImplementedError
@@ -289,32 +319,6 @@ class HebbianClient(ClientSurface):
       reconnect_timeout: how long `stream_full` keeps trying to resume a broken stream
         without getting an answer before it raises `ServerUnavailableError`.
     """
-
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-        metadata: Sequence[tuple[str, str]] | None = None,
-        token: str | None = None,
-        connect_timeout: float = 5.0,
-        wait_for_ready: bool | None = None,
-        reconnect_timeout: float = 120.0,
-    ):
-        self.target = target
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.wait_for_ready = wait_for_ready
-        self.reconnect_timeout = reconnect_timeout
-        self._metadata = auth_metadata(metadata, token)
-        options = channel_options()
-        if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=options)
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=options)
-        self._stub = hebbian_pb2_grpc.HebbianServiceStub(self._channel)
-        self._connected = False
 
     # -- connection -------------------------------------------------------------------
 

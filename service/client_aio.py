@@ -15,56 +15,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from service.api import hebbian_pb2_grpc
 from service.client import (
-    DEFAULT_TARGET,
     ClientSurface,
     HebbianError,
     ServerUnavailableError,
-    auth_metadata,
     connect_failure,
     new_stream_prefix,
     stream_message,
 )
 from service.client_codec import ProcessResult, process_result
 from service.client_resume import Ledger, Message, Reconnect, StreamOutOfOrderError
-from service.client_retry import channel_options
 
 
 class AsyncHebbianClient(ClientSurface):
     """A connection to one Hebbian server for asyncio; arguments as `HebbianClient`'s."""
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-        metadata: Sequence[tuple[str, str]] | None = None,
-        token: str | None = None,
-        connect_timeout: float = 5.0,
-        wait_for_ready: bool | None = None,
-        reconnect_timeout: float = 120.0,
-    ):
-        self.target = target
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.wait_for_ready = wait_for_ready
-        self.reconnect_timeout = reconnect_timeout
-        self._metadata = auth_metadata(metadata, token)
-        options = channel_options()
-        if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
-        else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
-        self._stub = hebbian_pb2_grpc.HebbianServiceStub(self._channel)
-        self._connected = False
+    _channels = grpc.aio
 
     # -- connection -------------------------------------------------------------------
 
