@@ -1,1 +1,1 @@
-"""The gRPC server: servicer, per-model learners, registry, health, metrics and wiring."""
+"""The gRPC server: the model core, servicer, stream pipeline, health, metrics, wiring."""

@@ -3,19 +3,17 @@ queued or logged, and the one way error messages quote what a caller sent.
 
 Sizes that cost the server memory or compute (samples, a model's layers and per-sample
 cost) are configurable limits (`service.server.config.Limits`) and answer
-RESOURCE_EXHAUSTED; fields whose bound is part of the API (request ids, seeds, setting
-names) are fixed here and answer INVALID_ARGUMENT. A message never echoes more than
-`QUOTE_CHARS` characters of an input, so a huge field cannot make the status itself
-too big to send.
+`LimitExceededError` (RESOURCE_EXHAUSTED); fields whose bound is part of the API
+(request ids, seeds, setting names) are fixed here and are `InvalidInputError`
+(INVALID_ARGUMENT). A message never echoes more than `QUOTE_CHARS` characters of an
+input, so a huge field cannot make the status itself too big to send.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import grpc
-
-from service.server.errors import ServiceError, invalid
+from service.errors import InvalidInputError, LimitExceededError
 
 MAX_REQUEST_ID_BYTES = 256  # UTF-8 bytes of a request id
 MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED; Reset(seed) gives layer i the seed seed + i
@@ -37,19 +35,19 @@ def quote(value: object, limit: int = QUOTE_CHARS) -> str:
 
 
 def check_request_id(request_id: str) -> None:
-    """INVALID_ARGUMENT for a request id over `MAX_REQUEST_ID_BYTES` bytes."""
+    """InvalidInputError for a request id over `MAX_REQUEST_ID_BYTES` bytes."""
     size = len(request_id.encode("utf-8", "surrogatepass"))
     if size > MAX_REQUEST_ID_BYTES:
-        raise invalid(
+        raise InvalidInputError(
             f"request_id {quote(request_id)} has {size} bytes; at most "
             f"{MAX_REQUEST_ID_BYTES} are allowed", "bad_request_id",
         )
 
 
 def check_seed(seed: object, what: str = "seed") -> None:
-    """INVALID_ARGUMENT unless `seed` is an integer in 0..MAX_SEED."""
+    """InvalidInputError unless `seed` is an integer in 0..MAX_SEED."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise invalid(f"{what} must be an integer in 0..{MAX_SEED}; got {quote(seed)}",
+        raise InvalidInputError(f"{what} must be an integer in 0..{MAX_SEED}; got {quote(seed)}",
                       "bad_seed")
 
 
@@ -57,7 +55,7 @@ def check_reset_seed(seed: int, layers: int) -> None:
     """A Reset seed gives layer i the seed `seed + i`: every one must be in range."""
     top = MAX_SEED - layers + 1
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= top:
-        raise invalid(
+        raise InvalidInputError(
             f"seed must be an integer in 0..{top} for a model of {layers} layer(s) "
             f"(layer i gets seed + i); got {quote(seed)}", "bad_seed",
         )
@@ -67,32 +65,30 @@ def check_stack(name: str, input_dim: object, layers: list[Mapping], *, max_laye
                 max_weights: int, max_cost: int) -> None:
     """Bounds of a model config, checked at CreateModel before anything is built.
 
-    INVALID_ARGUMENT for a bad seed or an over-long setting; RESOURCE_EXHAUSTED for more
+    InvalidInputError for a bad seed or an over-long setting; LimitExceededError for more
     than `max_layers` layers, more than `max_weights` weights or a per-sample cost (see
     `stack_cost`) over `max_cost`. Widths that are not positive integers are left to
     the stack's own validation.
     """
     if len(layers) > max_layers:
-        raise ServiceError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        raise LimitExceededError(
             f"model {name!r} has {len(layers)} layers; the limit is {max_layers}",
         )
     for index, layer in enumerate(layers):
         for key, value in layer.items():
             if isinstance(value, str) and len(value) > MAX_SETTING_CHARS:
-                raise invalid(f"layer {index}: {quote(key)} is {quote(value)}; settings have "
-                              f"at most {MAX_SETTING_CHARS} characters", "bad_config")
+                raise InvalidInputError(
+                    f"layer {index}: {quote(key)} is {quote(value)}; settings have at most "
+                    f"{MAX_SETTING_CHARS} characters", "bad_config")
         if layer.get("seed") is not None:
             check_seed(layer["seed"], f"layer {index}: seed")
     weights, cost = stack_size(input_dim, layers)
     if weights > max_weights:
-        raise ServiceError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        raise LimitExceededError(
             f"model {name!r} would have {weights} weights; the limit is {max_weights}",
         )
     if cost > max_cost:
-        raise ServiceError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        raise LimitExceededError(
             f"model {name!r} would cost {cost} multiply-adds per sample; the limit is "
             f"{max_cost} (fewer or narrower layers)",
         )

@@ -76,7 +76,7 @@ class ServerConfig:
     snapshot_keep: int = 3
     wal_segment_bytes: int = 64 * 1024 * 1024
     workers: int = 64
-    batch_linger: float = 0.003
+    batch_linger: float = 0.0  # retired: requests are combined by the model's holder
     grace_period: float = 10.0
     log_level: str = "info"
     log_format: str = "text"
@@ -168,8 +168,8 @@ SETTINGS = (
              lambda v: v >= 4096, "an integer >= 4096"),
     _Setting("workers", int, "gRPC worker threads = most concurrent RPCs (each open stream "
              "holds one)", _positive, "an integer >= 1"),
-    _Setting("batch_linger", float, "most seconds a busy model's learner waits for more "
-             "samples before applying a micro-batch (adaptive micro-batching; 0: never)",
+    _Setting("batch_linger", float, "retired, ignored: a busy model now batches the requests "
+             "that queue behind the one being applied (combining), without waiting",
              lambda v: 0 <= v <= 1, "a number of seconds in 0..1"),
     _Setting("grace_period", float, "seconds in-flight requests get to finish on SIGTERM",
              lambda v: v >= 0, "a number of seconds >= 0"),
@@ -184,7 +184,7 @@ SETTINGS = (
              "(more: RESOURCE_EXHAUSTED)", _positive, "an integer >= 1", "limits"),
     _Setting("max_message_bytes", int, "largest gRPC message accepted or sent "
              "(more: RESOURCE_EXHAUSTED)", lambda v: v >= 1024, "an integer >= 1024", "limits"),
-    _Setting("max_batch", int, "most samples a learner applies in one micro-batch",
+    _Setting("max_batch", int, "most samples a model applies in one micro-batch",
              _positive, "an integer >= 1", "limits"),
     _Setting("max_queued_samples", int, "samples waiting per model before requests block "
              "(back-pressure)", _positive, "an integer >= 1", "limits"),

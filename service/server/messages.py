@@ -8,7 +8,7 @@ import numpy as np
 
 from service.api import hebbian_pb2 as pb
 from service.model import StackConfig
-from service.server.learner import ModelStatus
+from service.server.core.session import ModelStatus
 from service.state.snapshot import SnapshotInfo
 
 _OPTIONAL_NUMBERS = tuple(

@@ -7,7 +7,7 @@ registry. Lifecycle: `start` locks the data directory, recovers the stored model
 ports and starts serving (liveness SERVING); readiness turns SERVING once every startup
 model is warmed up, and is NOT_SERVING while a model's log finds no room on the disk;
 `stop` turns readiness NOT_SERVING, stops accepting calls, gives in-flight calls a grace
-period, then stops the learners (each writes a final snapshot), releases the data
+period, then stops the models (each writes a final snapshot), releases the data
 directory and the metrics endpoint.
 """
 
@@ -20,16 +20,16 @@ import threading
 from collections.abc import Callable
 
 from service.api import hebbian_pb2_grpc
+from service.errors import DomainError
 from service.model.native_engine import configure_cache, default_cache_dir
 from service.server import reflection, security, transport
 from service.server.config import ConfigError, ServerConfig
-from service.server.errors import ServiceError
+from service.server.core.registry import ModelRegistry
+from service.server.core.session import SnapshotSchedule
 from service.server.health import API_SERVICE, Health
-from service.server.learner import SnapshotSchedule
 from service.server.logs import json_logging
 from service.server.metrics import ServerMetrics
 from service.server.probes import HealthPort
-from service.server.registry import ModelRegistry
 from service.server.runtime_metrics import (
     DataDirCollector,
     MemoryLimitCollector,
@@ -87,7 +87,6 @@ class HebbianServer:
             default_model=config.default_model,
             schedule=SnapshotSchedule(config.snapshot_every_samples, config.snapshot_every_seconds),
             max_models=config.limits.max_models,
-            batch_linger=config.batch_linger,
         )
         self.port = 0  # bound gRPC port once started
         self.ready = threading.Event()  # readiness SERVING
@@ -124,7 +123,7 @@ class HebbianServer:
           ConfigError: a configured model is invalid.
           StartupError: a port could not be bound.
         """
-        learners = self._open_models()
+        models = self._open_models()
         address = f"{_host(self.config.host)}:{self.config.port}"
         self.port = security.bind(self._server, address, self._credentials)
         if not self.port:
@@ -145,7 +144,7 @@ class HebbianServer:
             ) from None
         self._server.start()
         threading.Thread(
-            target=self._become_ready, args=(learners,), name="readiness", daemon=True
+            target=self._become_ready, args=(models,), name="readiness", daemon=True
         ).start()
         if self.data_dir is not None:
             threading.Thread(target=self._watch_space, name="disk-space", daemon=True).start()
@@ -158,6 +157,9 @@ class HebbianServer:
             log.info("security: %s", line)
         for line in security.warnings(self.config):
             log.warning("security: %s", line)
+        if self.config.batch_linger:
+            log.warning("batch_linger is retired and ignored: requests that queue behind the "
+                        "one being applied form the next micro-batch without waiting")
         if self._health_port is not None:
             log.info("health checks only, plaintext, on %s:%d",
                      _host(self.config.host), self._health_port.port)
@@ -185,7 +187,7 @@ class HebbianServer:
             raise StartupError(f"cannot use engine cache directory {cache}: {err}") from None
         try:
             return self.registry.open(self.config.models)
-        except ServiceError as err:
+        except DomainError as err:
             self._release()
             raise ConfigError(err.message) from None
         except (CorruptLogError, CorruptSnapshotError, ValueError, OSError) as err:
@@ -193,7 +195,7 @@ class HebbianServer:
             raise StartupError(f"refusing to start: {err}") from None
 
     def _release(self) -> None:
-        """Stop the learners (final snapshots) and unlock the data directory."""
+        """Stop the models (final snapshots) and unlock the data directory."""
         self.registry.close()
         if self.data_dir is not None:
             self.data_dir.close()
@@ -224,12 +226,12 @@ class HebbianServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _become_ready(self, learners) -> None:
-        for learner in learners:
-            learner.ready.wait()
+    def _become_ready(self, models) -> None:
+        for model in models:
+            model.ready.wait()
         self._warm = True
         self._update_readiness()
-        log.info("ready: %d model(s) warmed up", len(learners))
+        log.info("ready: %d model(s) warmed up", len(models))
 
     def _update_readiness(self) -> None:
         """Readiness SERVING once warmed up, unless shutting down or a disk is full."""
@@ -248,8 +250,8 @@ class HebbianServer:
         does, readiness is NOT_SERVING and ``hebbian_disk_full`` is 1; reads are served and
         learning is refused with UNAVAILABLE, until the disk has room again."""
         while not self._stopping.wait(interval):
-            full = [learner.name for learner in self.registry.list()
-                    if learner.store is not None and not learner.store.wal.has_space()]
+            full = [model.name for model in self.registry.list()
+                    if model.store is not None and not model.store.wal.has_space()]
             if full == self.disk_full:
                 continue
             if full:

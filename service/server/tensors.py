@@ -3,18 +3,17 @@
 Samples decode to a float32 array of shape (n, width) for the model's input width:
 `raw` (little-endian float32 bytes) through `np.frombuffer`, without a copy, or
 `values`. The shape may be `[n, width]`, `[width]` (one sample) or omitted (the values
-are read as rows of `width`). Every refusal raises a `ServiceError` whose message says
-what was wrong and what was expected; too many samples is RESOURCE_EXHAUSTED, anything
-else INVALID_ARGUMENT.
+are read as rows of `width`). Every refusal raises a domain error whose message says
+what was wrong and what was expected: `LimitExceededError` for too many samples, `InvalidInputError`
+for anything else.
 """
 
 from __future__ import annotations
 
-import grpc
 import numpy as np
 
 from service.api import hebbian_pb2 as pb
-from service.server.errors import ServiceError, invalid
+from service.errors import InvalidInputError, LimitExceededError
 
 _LE_FLOAT32 = np.dtype("<f4")
 
@@ -23,23 +22,23 @@ def decode_samples(tensor: pb.Tensor, width: int, max_samples: int) -> np.ndarra
     """The samples of `tensor` as a read-only float32 array (n, width), validated.
 
     Raises:
-      ServiceError: INVALID_ARGUMENT for both encodings set, a `raw` length that is not
+      InvalidInputError: both encodings set, a `raw` length that is not
         a multiple of 4, no samples, a bad shape or width, values not matching the
-        shape, NaN or Inf; RESOURCE_EXHAUSTED for more than `max_samples` samples.
+        shape, NaN or Inf. LimitExceededError: more than `max_samples` samples.
     """
     raw, values, shape = tensor.raw, tensor.values, list(tensor.shape)
     if raw and values:
-        raise invalid("set either samples.values or samples.raw, not both", "bad_encoding")
+        raise InvalidInputError("set either samples.values or samples.raw, not both",
+                                "bad_encoding")
     if len(raw) % 4:
-        raise invalid(
+        raise InvalidInputError(
             f"samples.raw has {len(raw)} bytes, not a multiple of 4 (little-endian float32)",
             "bad_encoding",
         )
     count = len(raw) // 4 if raw else len(values)
     rows = _rows(shape, count, width)
     if rows > max_samples:
-        raise ServiceError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        raise LimitExceededError(
             f"too many samples in one request: {rows} > {max_samples}; split them into "
             "several requests",
             "too_many",
@@ -53,30 +52,30 @@ def decode_samples(tensor: pb.Tensor, width: int, max_samples: int) -> np.ndarra
     array = array.reshape(rows, width)
     if not np.isfinite(array).all():
         row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
-        raise invalid(
+        raise InvalidInputError(
             f"sample {row} contains NaN or Inf; every value must be finite", "non_finite", rows
         )
     return array
 
 
 def _rows(shape: list[int], count: int, width: int) -> int:
-    """Number of samples described by `shape` and `count` values, or a ServiceError."""
+    """Number of samples described by `shape` and `count` values, or InvalidInputError."""
     estimate = count // width
     if any(d < 0 for d in shape) or len(shape) > 2:
-        raise invalid(
+        raise InvalidInputError(
             f"samples.shape must be [n, {width}] or [{width}] with positive dimensions; "
             f"got {shape}",
             "bad_shape",
             estimate,
         )
     if count == 0 or 0 in shape:
-        raise invalid(
+        raise InvalidInputError(
             "no samples: set samples.values or samples.raw with at least one sample of "
             f"width {width}",
             "empty",
         )
     if shape and shape[-1] != width:
-        raise invalid(
+        raise InvalidInputError(
             f"wrong sample width: samples.shape {shape} has width {shape[-1]}, the model's "
             f"input width is {width}",
             "wrong_width",
@@ -84,7 +83,7 @@ def _rows(shape: list[int], count: int, width: int) -> int:
         )
     if not shape:
         if count % width:
-            raise invalid(
+            raise InvalidInputError(
                 f"wrong sample width: {count} values are not a whole number of samples of "
                 f"the model's input width {width}",
                 "wrong_width",
@@ -93,7 +92,7 @@ def _rows(shape: list[int], count: int, width: int) -> int:
         return estimate
     rows = shape[0] if len(shape) == 2 else 1
     if rows * width != count:
-        raise invalid(
+        raise InvalidInputError(
             f"samples.shape {shape} needs {rows * width} values; got {count} "
             "(ragged or mismatched samples)",
             "ragged",

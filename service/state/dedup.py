@@ -10,25 +10,16 @@ request ids they answered).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 
+from service.answer import Answer
 
-@dataclass(frozen=True)
-class Ack:
-    """The answer a request got: its activations, refused sample indices, step after it."""
-
-    activations: np.ndarray
-    skipped: np.ndarray
-    step: int
-
-
-# Bytes an entry costs besides its id and arrays (the dict slot, the Ack, array headers).
+# Bytes an entry costs besides its id and arrays (the dict slot, the Answer, array headers).
 ENTRY_OVERHEAD = 256
 
 
-def entry_bytes(request_id: str, ack: Ack) -> int:
+def entry_bytes(request_id: str, ack: Answer) -> int:
     """What one remembered request costs in memory and in a snapshot, in bytes."""
     return (len(request_id.encode("utf-8", "surrogatepass")) + ack.activations.nbytes
             + ack.skipped.nbytes + ENTRY_OVERHEAD)
@@ -38,13 +29,13 @@ class RequestWindow:
     """The newest acknowledged request ids with their answers, bounded in count and bytes
     (ids, activations and skipped indices all count, see `entry_bytes`).
 
-    Only the model's learner thread touches it.
+    Only the model's writer (the thread holding its lock) touches it.
     """
 
     def __init__(self, max_requests: int = 4096, max_bytes: int = 16 << 20):
         self.max_requests = int(max_requests)
         self.max_bytes = int(max_bytes)
-        self._acks: OrderedDict[str, Ack] = OrderedDict()
+        self._acks: OrderedDict[str, Answer] = OrderedDict()
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -55,11 +46,11 @@ class RequestWindow:
         """Bytes the remembered requests cost (`entry_bytes` summed)."""
         return self._bytes
 
-    def get(self, request_id: str) -> Ack | None:
+    def get(self, request_id: str) -> Answer | None:
         """The stored answer for `request_id`, if it is still in the window."""
         return self._acks.get(request_id) if request_id else None
 
-    def add(self, request_id: str, ack: Ack) -> None:
+    def add(self, request_id: str, ack: Answer) -> None:
         """Remember an acknowledged request (ids that are empty are never remembered)."""
         if not request_id or request_id in self._acks:
             return
@@ -99,7 +90,7 @@ class RequestWindow:
         rows = np.cumsum(np.concatenate([[0], arrays["window.rows"]]))
         skips = np.cumsum(np.concatenate([[0], arrays["window.skipped_counts"]]))
         for i, request_id in enumerate(ids):
-            self.add(request_id, Ack(
+            self.add(request_id, Answer(
                 arrays["window.activations"][rows[i] : rows[i + 1]],
                 arrays["window.skipped"][skips[i] : skips[i + 1]],
                 int(arrays["window.steps"][i]),

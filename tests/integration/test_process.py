@@ -23,8 +23,8 @@ def activations(tensor: pb.Tensor) -> np.ndarray:
 
 def state(server, name: str) -> tuple[int, np.ndarray]:
     """The model's step and first kernel, read from the live server."""
-    learner = server.registry.get(name)
-    return learner.status().step, learner.stack.layer_states()[0].kernel
+    model = server.registry.get(name)
+    return model.status().step, model.stack.layer_states()[0].kernel
 
 
 def test_process_with_values_returns_values_and_the_new_step(stub):

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
+from service.errors import MAX_MESSAGE_CHARS, InvalidInputError, LimitExceededError
 from service.server import bounds
-from service.server.errors import MAX_MESSAGE_CHARS, ServiceError
+from service.server.core.registry import ModelRegistry
 from service.server.metrics import ServerMetrics
-from service.server.registry import ModelRegistry
 from tests.security.conftest import health, raw
 
 OK, INVALID = grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT
@@ -159,23 +159,23 @@ def test_the_layer_count_and_the_per_sample_cost_are_bounded_at_and_past_the_lim
     layer = {"units": 2, "rule": "oja", "seed": 1}
     try:
         registry.create("three", {"input_dim": 2, "layers": [layer] * 3}, warm_up=False)
-        with pytest.raises(ServiceError) as info:
+        with pytest.raises(LimitExceededError) as info:
             registry.create("four", {"input_dim": 2, "layers": [layer] * 4}, warm_up=False)
-        assert info.value.code == EXHAUSTED and "4 layers; the limit is 3" in info.value.message
+        assert "4 layers; the limit is 3" in info.value.message
         # 8 -> 4 sanger -> 2 oja: 2*8*4 + 8*4*4 (y y^T W) + 2*4*2 multiply-adds: at the limit
         at_limit = [{"units": 4, "rule": "sanger", "seed": 1}, layer]
         assert bounds.stack_size(8, at_limit)[1] == registry._max_model_cost
         registry.create("cost", {"input_dim": 8, "layers": at_limit}, warm_up=False)
-        with pytest.raises(ServiceError) as info:
+        with pytest.raises(LimitExceededError) as info:
             registry.create("costly", {"input_dim": 9, "layers": at_limit}, warm_up=False)
-        assert info.value.code == EXHAUSTED and "multiply-adds per sample" in info.value.message
+        assert "multiply-adds per sample" in info.value.message
         assert registry.names() == ["cost", "three"]
     finally:
         registry.close()
 
 
 def test_error_messages_are_never_longer_than_the_cap():
-    error = ServiceError(INVALID, "x" * 100_000)
+    error = InvalidInputError("x" * 100_000)
     assert len(error.message) < MAX_MESSAGE_CHARS + 40
     assert bounds.quote("y" * 1000) == f"{'y' * bounds.QUOTE_CHARS!r}... (1000 characters)"
     assert bounds.quote("short") == "'short'"
@@ -250,7 +250,7 @@ def test_a_model_queue_is_bounded_in_bytes_as_well_as_in_samples():
         wide = registry.create("wide", {"input_dim": 8, "layers": [{"units": 2}]}, warm_up=False)
         narrow = registry.create("narrow", {"input_dim": 1, "layers": [{"units": 1}]},
                                  warm_up=False)
-        assert wide._queue.capacity == 10  # 320 bytes of 8-wide float32 samples
-        assert narrow._queue.capacity == 80
+        assert wide._combiner.capacity == 10  # 320 bytes of 8-wide float32 samples
+        assert narrow._combiner.capacity == 80
     finally:
         registry.close()

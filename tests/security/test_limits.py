@@ -49,8 +49,10 @@ def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     return condition()
 
 
-def reader_threads() -> int:
-    return sum(t.name == "stream-reader" for t in threading.enumerate())
+def every_stream_slot_is_free(stub) -> bool:
+    """Whether `MAX_STREAMS` new streams all get a slot (the ended ones gave theirs back)."""
+    streams = [open_when_free(stub, timeout=60) for _ in range(MAX_STREAMS)]
+    return all(stream.close() == [] for stream in streams)
 
 
 class OpenStream:
@@ -123,7 +125,7 @@ def test_streams_beyond_the_cap_are_refused_and_unary_calls_still_served(stub):
     replacement = open_when_free(stub)
     for stream in [*streams[1:], replacement]:
         assert stream.close() == []
-    assert eventually(lambda: reader_threads() == 0)
+    assert every_stream_slot_is_free(stub)
 
 
 def open_when_free(stub, timeout: float = 10.0) -> OpenStream:
@@ -140,19 +142,28 @@ def open_when_free(stub, timeout: float = 10.0) -> OpenStream:
             time.sleep(0.05)
 
 
-class StalledLearner:
-    """Fault injection: the model's learner thread waits on a gate (as if a disk stalled),
-    so that requests stay queued; `release` lets it go on."""
+class StalledModel:
+    """Fault injection: the model's holder waits on a gate (as if a disk stalled), so that
+    requests stay queued; `release` lets it go on."""
 
     def __init__(self, server, name: str = MODEL):
-        self.gate = threading.Event()
-        self.learner = server.registry.get(name)
-        self.learner._control(lambda _: self.gate.wait(60), None)  # a control item blocks it
+        self.gate, entered = threading.Event(), threading.Event()
+        self.model = server.registry.get(name)
+
+        def stall(_):
+            entered.set()
+            self.gate.wait(60)
+
+        self.holder = threading.Thread(target=self.model._control, args=(stall, None),
+                                       daemon=True)
+        self.holder.start()  # a control item holds the model's turn
+        assert entered.wait(60)
 
     def release(self) -> None:
         self.gate.set()
+        self.holder.join(60)
 
-    def __enter__(self) -> StalledLearner:
+    def __enter__(self) -> StalledModel:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -161,7 +172,7 @@ class StalledLearner:
 
 def test_a_request_whose_deadline_passes_while_queued_is_not_applied(limited_server, stub):
     before = step(stub)
-    with StalledLearner(limited_server):
+    with StalledModel(limited_server):
         with pytest.raises(grpc.RpcError) as info:
             stub.Process(one_sample(), timeout=0.5)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -173,18 +184,18 @@ def test_a_request_whose_deadline_passes_while_queued_is_not_applied(limited_ser
 
 def test_a_cancelled_call_withdraws_its_queued_samples(limited_server, stub):
     before = step(stub)
-    with StalledLearner(limited_server) as stalled:
+    with StalledModel(limited_server) as stalled:
         unary = stub.Process.future(one_sample(), timeout=60)
         stream = OpenStream(stub)
         for i in range(3):
             stream.put(str(i))
-        assert eventually(lambda: stalled.learner._queue.depth == 4)  # all four queued
+        assert eventually(lambda: stalled.model._combiner.depth == 4)  # all four queued
         unary.cancel()
         stream.cancel()
         time.sleep(0.2)
     later = stub.Process(one_sample(), timeout=30)
     assert later.step == before + 1
-    assert eventually(lambda: reader_threads() == 0)
+    assert every_stream_slot_is_free(stub)
 
 
 def test_a_client_that_pings_too_often_is_sent_away(limited_server, limited_channel):

@@ -6,8 +6,9 @@ import os
 import numpy as np
 import pytest
 
+from service.answer import Answer
 from service.state import snapshot as snap
-from service.state.dedup import Ack, RequestWindow
+from service.state.dedup import RequestWindow
 from service.state.lock import DataDirLock, DataDirLockedError
 from service.state.log_reader import CorruptLogError
 from service.state.records import (
@@ -293,7 +294,7 @@ def test_unfinished_creations_and_deletions_are_cleaned_on_open(tmp_path):
 def test_the_request_window_is_bounded_and_survives_a_snapshot():
     window = RequestWindow(max_requests=3)
     for i in range(5):
-        window.add(f"r{i}", Ack(np.full((2, 3), i, np.float32), np.array([i], np.int32), i))
+        window.add(f"r{i}", Answer(np.full((2, 3), i, np.float32), np.array([i], np.int32), i))
     assert len(window) == 3 and window.get("r1") is None and window.get("r4").step == 4
     ids, arrays = window.to_arrays()
     copy = RequestWindow()
@@ -307,7 +308,7 @@ def test_the_request_window_is_bounded_in_bytes_ids_included():
     from service.state.dedup import ENTRY_OVERHEAD, entry_bytes
 
     window = RequestWindow(max_requests=100_000, max_bytes=64 * 1024)
-    empty = Ack(np.zeros((0, 2), np.float32), np.zeros(0, np.int32), 0)
+    empty = Answer(np.zeros((0, 2), np.float32), np.zeros(0, np.int32), 0)
     for i in range(3000):  # inference-only answers: nothing but the ids is stored
         window.add(f"{i:06d}".ljust(256, "x"), empty)
         assert window.nbytes <= window.max_bytes

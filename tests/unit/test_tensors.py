@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import grpc
 import numpy as np
 import pytest
 
 from service.api import hebbian_pb2 as pb
-from service.server.errors import ServiceError
+from service.errors import DomainError, InvalidInputError, LimitExceededError
 from service.server.tensors import decode_samples, encode
 
 WIDTH = 4
@@ -15,8 +14,8 @@ rng = np.random.default_rng(0)
 X = rng.normal(size=(3, WIDTH)).astype(np.float32)
 
 
-def refusal(tensor: pb.Tensor, max_samples: int = 100) -> ServiceError:
-    with pytest.raises(ServiceError) as info:
+def refusal(tensor: pb.Tensor, max_samples: int = 100) -> DomainError:
+    with pytest.raises(DomainError) as info:
         decode_samples(tensor, WIDTH, max_samples)
     return info.value
 
@@ -71,7 +70,7 @@ def test_raw_is_decoded_without_copying_the_bytes():
 def test_bad_samples_are_invalid_argument_with_a_clear_message(tensor, reason, words):
     error = refusal(tensor)
 
-    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert isinstance(error, InvalidInputError)
     assert error.reason == reason
     assert words in error.message
 
@@ -79,7 +78,7 @@ def test_bad_samples_are_invalid_argument_with_a_clear_message(tensor, reason, w
 def test_more_samples_than_the_limit_are_resource_exhausted():
     error = refusal(pb.Tensor(values=np.zeros(11 * WIDTH)), max_samples=10)
 
-    assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert isinstance(error, LimitExceededError)
     assert error.reason == "too_many" and error.samples == 11
     assert "11 > 10" in error.message
 

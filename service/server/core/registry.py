@@ -1,10 +1,10 @@
 """The named models of a server: recover, create, look up, list and delete them.
 
-Each model is a `Learner` (its own thread and queue). The registry validates names,
+Each model is a `LiveModel` (a session behind its combiner). The registry validates names,
 refuses duplicates, builds the layer stack, gives each model its durable store in the
 data directory (none when the server keeps models in memory only) and keeps the
 metrics in step. The default model answers requests with an empty name and cannot be
-deleted.
+deleted. A `SnapshotTimer` thread takes the time-based snapshots of idle models.
 """
 
 from __future__ import annotations
@@ -14,13 +14,19 @@ import threading
 import time
 from collections.abc import Mapping
 
-import grpc
-
+from service.errors import (
+    FailedPreconditionError,
+    InvalidInputError,
+    LimitExceededError,
+    ModelExistsError,
+    ModelNotFoundError,
+    UnavailableError,
+)
 from service.model import HebbianStack, StackConfig
 from service.server import bounds
-from service.server.errors import ServiceError, invalid
-from service.server.learner import Learner, SnapshotSchedule
-from service.server.metrics import ServerMetrics
+from service.server.core.live_model import LiveModel
+from service.server.core.session import ModelSession, SnapshotSchedule
+from service.server.core.snapshot_timer import SnapshotTimer
 from service.server.names import DEFAULT_MODEL, name_problem
 from service.state.store import DataDir
 
@@ -28,21 +34,20 @@ log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
-    """Thread-safe map of model names to their learners.
+    """Thread-safe map of model names to their live models.
 
     Args:
       data_dir: where models persist (an opened `DataDir`), or None for memory only.
-      metrics: the server's metrics; each model gets its `ModelMetrics`.
-      max_batch: learner micro-batch limit, in samples.
+      metrics: the server's metrics; each model gets its `ModelMetrics` (`metrics.model`).
+      max_batch: micro-batch limit, in samples.
       max_queued_samples: per-model queue limit, in samples.
       max_queued_bytes: per-model queue limit, in sample bytes (4 per input value).
-      batch_linger: most seconds a busy learner waits for a fuller micro-batch.
       max_model_weights: largest model accepted by `create`, in weights (kernels + laterals).
       max_layers: most layers of a model `create` accepts.
       max_model_cost: most multiply-adds per sample of a model `create` accepts
         (`bounds.stack_size`).
       default_model: the name an empty model name stands for.
-      schedule: when learners take snapshots on their own.
+      schedule: when models take snapshots on their own.
       max_models: most models `create` lets exist (None: no limit); recovered models
         always load.
     """
@@ -51,14 +56,13 @@ class ModelRegistry:
         self,
         *,
         data_dir: DataDir | None,
-        metrics: ServerMetrics,
+        metrics,
         max_batch: int,
         max_queued_samples: int,
         max_model_weights: int,
         default_model: str = DEFAULT_MODEL,
         schedule: SnapshotSchedule | None = None,
         max_models: int | None = None,
-        batch_linger: float = 0.0,
         max_layers: int = bounds.DEFAULT_MAX_LAYERS,
         max_model_cost: int = bounds.DEFAULT_MAX_MODEL_COST,
         max_queued_bytes: int | None = None,
@@ -69,24 +73,24 @@ class ModelRegistry:
         self._schedule = schedule
         self._metrics = metrics
         self._max_batch = max_batch
-        self._batch_linger = batch_linger
         self._max_queued_samples = max_queued_samples
         self._max_queued_bytes = max_queued_bytes
         self._max_model_weights = max_model_weights
         self._max_layers = max_layers
         self._max_model_cost = max_model_cost
         self._lock = threading.Lock()
-        self._models: dict[str, Learner] = {}
+        self._models: dict[str, LiveModel] = {}
         self._reserved: set[str] = set()
+        self._timer = SnapshotTimer(self.list)
 
-    def open(self, configured: Mapping[str, Mapping]) -> list[Learner]:
+    def open(self, configured: Mapping[str, Mapping]) -> list[LiveModel]:
         """Recover every stored model, then create the configured ones not stored yet.
 
         A stored model keeps its stored config (its state was learned with it); a
-        configured model that differs is reported in the log. Returns the learners,
-        started. Raises what recovery raises for damaged data (nothing is served then).
+        configured model that differs is reported in the log. Returns the models,
+        warming up. Raises what recovery raises for damaged data (nothing is served then).
         """
-        learners = []
+        models = []
         stored = self._data_dir.model_names() if self._data_dir else []
         for name in stored:
             store = self._data_dir.store(name)
@@ -95,43 +99,41 @@ class ModelRegistry:
             config = StackConfig.from_dict(document)
             if name in configured and _differs(configured[name], config):
                 log.warning("model %r: keeping its stored config, not the configured one", name)
-            learner = self._learner(name, HebbianStack(config), store, warm_up=True)
+            model = self._model(name, HebbianStack(config), store)
             if create_time is not None:
-                learner.create_time = create_time
-            report = learner.recover()
+                model.session.create_time = create_time
+            report = model.session.recover()
             log.info(
                 "model %r recovered at step %d: snapshot %s + %d log record(s) in %.2fs%s",
-                name, learner.status().step,
+                name, model.status().step,
                 report.snapshot.snapshot_id if report.snapshot else "none",
                 report.replayed_records, report.seconds,
                 f"; dropped a torn log tail at {report.torn_tail.path.name}:"
                 f"{report.torn_tail.offset}" if report.torn_tail else "",
             )
-            learners.append(self._register(learner))
+            models.append(self._register(model))
         for name, spec in configured.items():
             if name not in stored:
-                learners.append(self.create(name, spec))
-        return learners
+                models.append(self.create(name, spec))
+        return models
 
-    def create(self, name: str, config: StackConfig | Mapping, warm_up: bool = True) -> Learner:
-        """Build, persist and start a new model; returns its learner.
+    def create(self, name: str, config: StackConfig | Mapping, warm_up: bool = True) -> LiveModel:
+        """Build, persist and start a new model; returns its model.
 
         Raises:
-          ServiceError: INVALID_ARGUMENT for a bad name or config, ALREADY_EXISTS (also
-            while a model of that name is being deleted), RESOURCE_EXHAUSTED for a model
-            over the size limit or beyond `max_models` models, UNAVAILABLE if its
-            directory cannot be written.
+          InvalidInputError: a bad name or config. ModelExistsError: also while a model of that
+            name is being deleted. LimitExceededError: a model over the size limits or beyond
+            `max_models` models. UnavailableError: its directory cannot be written.
         """
         problem = name_problem(name)
         if problem:
-            raise invalid(problem, "bad_name")
+            raise InvalidInputError(problem, "bad_name")
         with self._lock:
             if name in self._models or name in self._reserved:
-                raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"model {name!r} already exists")
+                raise ModelExistsError(f"model {name!r} already exists")
             held = len(self._models) + len(self._reserved)
             if self._max_models is not None and held >= self._max_models:
-                raise ServiceError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                raise LimitExceededError(
                     f"this server holds at most {self._max_models} models; delete one first",
                 )
             self._reserved.add(name)
@@ -144,29 +146,20 @@ class ModelRegistry:
                 try:
                     store = self._data_dir.create_model(name, document)
                 except OSError as err:
-                    raise ServiceError(
-                        grpc.StatusCode.UNAVAILABLE, f"cannot store model {name!r}: {err}"
-                    ) from err
-            learner = self._learner(name, stack, store, warm_up)
-            learner.recover()  # opens the new model's empty log
-            return self._register(learner)
+                    raise UnavailableError(f"cannot store model {name!r}: {err}") from err
+            model = self._model(name, stack, store)
+            model.session.recover()  # opens the new model's empty log
+            return self._register(model, warm_up)
         finally:
             with self._lock:
                 self._reserved.discard(name)
 
-    def _learner(self, name: str, stack: HebbianStack, store, warm_up: bool) -> Learner:
-        return Learner(
-            name,
-            stack,
-            store=store,
-            metrics=self._metrics.model(name),
-            max_batch=self._max_batch,
-            batch_linger=self._batch_linger,
-            max_queued_samples=self._queue_samples(stack),
-            is_default=name == self.default_model,
-            warm_up=warm_up,
-            schedule=self._schedule,
-        )
+    def _model(self, name: str, stack: HebbianStack, store) -> LiveModel:
+        metrics = self._metrics.model(name)
+        session = ModelSession(name, stack, store=store, observer=metrics,
+                               is_default=name == self.default_model, schedule=self._schedule)
+        return LiveModel(session, metrics=metrics, max_batch=self._max_batch,
+                         max_queued_samples=self._queue_samples(stack))
 
     def _queue_samples(self, stack: HebbianStack) -> int:
         """A model's queue capacity in samples: both bounds, in samples and in bytes."""
@@ -175,30 +168,40 @@ class ModelRegistry:
         per_sample = 4 * int(stack.config.input_dim)
         return max(1, min(self._max_queued_samples, self._max_queued_bytes // per_sample))
 
-    def _register(self, learner: Learner) -> Learner:
-        learner.start()
+    def _register(self, model: LiveModel, warm_up: bool = True) -> LiveModel:
+        """Serve `model`; it warms up on a thread of its own (see `LiveModel.ready`)."""
         with self._lock:
-            self._models[learner.name] = learner
-        return learner
+            self._models[model.name] = model
+        if warm_up:
+            threading.Thread(target=_warm_up, args=(model,), name=f"warm-up-{model.name}",
+                             daemon=True).start()
+        else:
+            model.ready.set()
+        self._timer.start()
+        return model
 
-    def get(self, name: str) -> Learner:
-        """The learner of model `name` (empty: the default model); NOT_FOUND otherwise."""
+    def get(self, name: str) -> LiveModel:
+        """Model `name` (empty: the default model).
+
+        Raises:
+          InvalidInputError: an invalid name. ModelNotFoundError: no such model.
+        """
         name = name or self.default_model
-        learner = self._models.get(name)
-        if learner is None:
+        model = self._models.get(name)
+        if model is None:
             problem = name_problem(name)
             if problem:
-                raise invalid(problem, "bad_name")
-            raise ServiceError(grpc.StatusCode.NOT_FOUND, _not_found(name, self.names()))
-        return learner
+                raise InvalidInputError(problem, "bad_name")
+            raise ModelNotFoundError(_not_found(name, self.names()))
+        return model
 
     def names(self) -> list[str]:
         """Model names, sorted."""
         with self._lock:
             return sorted(self._models)
 
-    def list(self) -> list[Learner]:
-        """Every model's learner, sorted by name."""
+    def list(self) -> list[LiveModel]:
+        """Every model, sorted by name."""
         with self._lock:
             return [self._models[name] for name in sorted(self._models)]
 
@@ -206,27 +209,26 @@ class ModelRegistry:
         """Stop accepting work for model `name`, finish its queue and drop it.
 
         Raises:
-          ServiceError: INVALID_ARGUMENT for an empty or invalid name, FAILED_PRECONDITION
-            for the default model, NOT_FOUND for an unknown one.
+          InvalidInputError: an empty or invalid name. FailedPreconditionError: the default model.
+          ModelNotFoundError: an unknown one.
         """
         if not name:
-            raise invalid("DeleteModel needs a model name")
+            raise InvalidInputError("DeleteModel needs a model name")
         problem = name_problem(name)
         if problem:
-            raise invalid(problem, "bad_name")
+            raise InvalidInputError(problem, "bad_name")
         if name == self.default_model:
-            raise ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION,
+            raise FailedPreconditionError(
                 f"model {name!r} is the server's default model and cannot be deleted",
             )
         with self._lock:
-            learner = self._models.pop(name, None)
-            if learner is not None:
+            model = self._models.pop(name, None)
+            if model is not None:
                 self._reserved.add(name)  # no new model of this name until it is gone
-        if learner is None:
-            raise ServiceError(grpc.StatusCode.NOT_FOUND, _not_found(name, self.names()))
+        if model is None:
+            raise ModelNotFoundError(_not_found(name, self.names()))
         try:
-            learner.stop(final_snapshot=False)
+            model.stop(final_snapshot=False)
             self._metrics.remove_model(name)
             if self._data_dir is not None:
                 self._data_dir.delete_model(name)
@@ -234,12 +236,13 @@ class ModelRegistry:
             with self._lock:
                 self._reserved.discard(name)
 
-    def close(self, timeout: float | None = None) -> None:
-        """Stop every learner after its queued work (server shutdown)."""
+    def close(self) -> None:
+        """Stop every model after its queued work (server shutdown)."""
+        self._timer.stop()
         with self._lock:
-            learners = list(self._models.values())
-        for learner in learners:
-            learner.stop(timeout)
+            models = list(self._models.values())
+        for model in models:
+            model.stop()
 
 
 def _differs(configured: Mapping, stored: StackConfig) -> bool:
@@ -264,7 +267,14 @@ def _build(name: str, config: StackConfig | Mapping, max_layers: int, max_weight
                            max_weights=max_weights, max_cost=max_cost)
         return HebbianStack(config)
     except (ValueError, TypeError) as err:
-        raise invalid(f"invalid config for model {name!r}: {err}", "bad_config") from None
+        raise InvalidInputError(f"invalid config for model {name!r}: {err}", "bad_config") from None
+
+
+def _warm_up(model: LiveModel) -> None:
+    try:
+        model.warm_up()
+    except Exception:  # the engine then compiles on first use
+        log.exception("model %r: warm-up failed", model.name)
 
 
 def _not_found(name: str, names: list[str]) -> str:
