@@ -8,6 +8,7 @@ BUF    := .tools/node_modules/.bin/buf
 CHECKOV_VERSION := 3.3.30
 CHECKOV := .tools/checkov/bin/checkov
 PROMETHEUS := .tools/.prometheus-installed
+HAPROXY := .tools/.haproxy-installed
 
 .PHONY: test serve lint proto deploy-rules lock bench bench-engine clean test-image
 
@@ -53,8 +54,19 @@ $(PROMETHEUS):
 	  || echo "apt-get install prometheus failed: the promtool/Prometheus tests will be skipped"; \
 	else echo "promtool/prometheus missing (Debian package prometheus, as root): their tests will be skipped"; fi
 
+# haproxy (tests/sharding: the gRPC router of a sharded deployment) from Debian's `haproxy`
+# package, installed with apt-get as root like prometheus; without it those tests are skipped.
+$(HAPROXY):
+	@if command -v haproxy >/dev/null; then \
+	  mkdir -p .tools && touch $@; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      --no-install-recommends haproxy && mkdir -p .tools && touch $@; } \
+	  || echo "apt-get install haproxy failed: the HAProxy router tests will be skipped"; \
+	else echo "haproxy missing (Debian package haproxy, as root): its tests will be skipped"; fi
+
 ## test: install into .venv and run the linter and the whole test suite
-test: $(STAMP) $(BUF) $(CHECKOV) $(PROMETHEUS)
+test: $(STAMP) $(BUF) $(CHECKOV) $(PROMETHEUS) $(HAPROXY)
 	$(BIN)/ruff check service tests examples
 	$(BIN)/python -m pytest
 

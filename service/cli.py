@@ -5,6 +5,8 @@
     hebbian bench engine [...]         (the engine alone)
     hebbian bench pipeline [...]       (the service's own cost per message, without gRPC)
     hebbian [--target HOST:PORT] [--timeout S] models list|create|get|delete ...
+    hebbian models list --targets H0:P,H1:P,...   (every shard's models, with their shard)
+    hebbian shards status --targets ... [--slot-table F];  hebbian shards render-haproxy ...
     hebbian process [-m MODEL] (--values 1,2,... | --file samples.csv | < samples.csv)
     hebbian stream [-m MODEL] (--synthetic | --file samples.csv | < samples.csv) [--batch N]
     hebbian reset|snapshot|snapshots [-m MODEL];  hebbian restore SNAPSHOT_ID [-m MODEL]
@@ -42,6 +44,7 @@ from service.cli_io import InputError, format_rows, parse_values
 from service.cli_models import add_model_option, add_models_command, model_name, run_models
 from service.cli_models import record as model_record
 from service.cli_plot import add_plot_command, run_plot, run_plot_file
+from service.cli_shards import add_shards_command
 
 DEFAULT_TARGET = "127.0.0.1:50051"  # same as service.client.DEFAULT_TARGET (kept import-free)
 
@@ -93,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--json", action="store_true", help="print the result as JSON")
 
     add_models_command(commands, client)
+    add_shards_command(commands, client)
 
     process = commands.add_parser(
         "process", parents=[client], help="send samples once, print their activations",
@@ -309,6 +313,11 @@ def _run_client_command(args: argparse.Namespace) -> int:
         credentials = None
         if args.tls or args.ca or args.cert or args.key:
             credentials = tls_credentials(args.ca, args.cert, args.key)
+        if args.command == "shards" or getattr(args, "targets", None):
+            return _run_shards_command(args, lambda target: HebbianClient(
+                target, timeout=args.timeout, token=args.token, credentials=credentials,
+                connect_timeout=args.timeout,
+            ))
         with HebbianClient(
             args.target, timeout=args.timeout, token=args.token, credentials=credentials,
             connect_timeout=args.timeout,
@@ -343,6 +352,17 @@ def _run_client_command(args: argparse.Namespace) -> int:
         print(f"hebbian: {where}{error.strerror or error}", file=sys.stderr)
         return 1
     raise AssertionError(args.command)
+
+
+def _run_shards_command(args: argparse.Namespace, connect: Any) -> int:
+    """`shards ...` and `models list --targets`: commands over several shards."""
+    from service.cli_shards import list_models_on_shards, render_haproxy, shards_status
+
+    if args.command == "models":
+        return list_models_on_shards(args, connect)
+    if args.shards_command == "render-haproxy":
+        return render_haproxy(args)
+    return shards_status(args, connect)
 
 
 def _process(client: Any, args: argparse.Namespace) -> int:

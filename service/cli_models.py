@@ -51,7 +51,12 @@ def add_models_command(commands: Any, client: argparse.ArgumentParser) -> None:
     """`models list|create|get|delete` on the `hebbian` parser (`client`: shared options)."""
     models = commands.add_parser("models", help="list, create, inspect and delete models")
     actions = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    actions.add_parser("list", parents=[client], help="list the models")
+    listing = actions.add_parser("list", parents=[client], help="list the models")
+    listing.add_argument(
+        "--targets", metavar="HOST:PORT,...", default=None,
+        help="list every shard's models, with each one's shard: the shards' addresses in "
+        "ordinal order; {A..B} expands (e.g. 'hebbian-{0..2}.hebbian-headless:50051')",
+    )
     create = actions.add_parser(
         "create", parents=[client], help="create a model",
         description="Create a model from a config file (JSON or YAML, the StackConfig form "

@@ -20,6 +20,9 @@ a request id, so a resend is applied once), and once connected, calls wait for a
 call, resending the unanswered messages with their request ids (`service.client_resume`).
 `AsyncHebbianClient` (`service.client_aio`) has the same surface for asyncio.
 
+Every call names its model in the header `x-hebbian-model` too (not sent for the default
+model), which is what the router of a sharded deployment routes by.
+
 This module imports neither TensorFlow nor the server.
 """
 
@@ -48,9 +51,9 @@ from service.client_resume import Message, Outbox, Reconnect, StreamOutOfOrderEr
 from service.client_retry import channel_options
 
 __all__ = [
-    "DEFAULT_TARGET", "ClientSurface", "HebbianClient", "HebbianError", "ProcessResult",
-    "ServerUnavailableError", "config_from_proto", "config_to_proto", "decode_tensor",
-    "encode_samples", "process_result", "tls_credentials",
+    "DEFAULT_TARGET", "MODEL_HEADER", "ClientSurface", "HebbianClient", "HebbianError",
+    "ProcessResult", "ServerUnavailableError", "config_from_proto", "config_to_proto",
+    "decode_tensor", "encode_samples", "process_result", "tls_credentials",
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -164,6 +167,24 @@ def auth_metadata(
     """The metadata sent with every call: `metadata`, plus the bearer token if any."""
     pairs = tuple(metadata or ())
     return pairs + ((("authorization", f"Bearer {token}"),) if token else ())
+
+
+MODEL_HEADER = "x-hebbian-model"  # what a sharded deployment's router routes by
+
+
+def model_metadata(
+    metadata: tuple[tuple[str, str], ...], model: str
+) -> tuple[tuple[str, str], ...]:
+    """`metadata` plus `x-hebbian-model: MODEL`, the header a router routes by; without
+    a model name (the server's default model), or with one no header can carry (not a
+    valid model name anyway: the server refuses it), nothing is added."""
+    sendable = model and model.isascii() and model.isprintable()
+    return metadata + (((MODEL_HEADER, model),) if sendable else ())
+
+
+def request_model(request: Any) -> str:
+    """The model a request message names (its `model` or `name` field; "" if none)."""
+    return str(getattr(request, "model", "") or getattr(request, "name", "") or "")
 
 
 class ClientSurface:
@@ -371,7 +392,8 @@ class HebbianClient(ClientSurface):
         wait = self._ensure_connected()
         try:
             response = getattr(self._stub, method)(
-                request, timeout=self.timeout, metadata=self._metadata, wait_for_ready=wait
+                request, timeout=self.timeout, wait_for_ready=wait,
+                metadata=model_metadata(self._metadata, request_model(request)),
             )
         except grpc.RpcError as error:
             raise HebbianError.from_rpc_error(error, self.target) from None
@@ -414,7 +436,7 @@ class HebbianClient(ClientSurface):
         while True:
             attempt = outbox.attempt()
             call = self._stub.StreamProcess(
-                outbox.requests(attempt), metadata=self._metadata,
+                outbox.requests(attempt), metadata=model_metadata(self._metadata, model),
                 wait_for_ready=self.wait_for_ready is not False or reconnect.attempts > 0,
             )
             try:

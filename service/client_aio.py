@@ -26,7 +26,9 @@ from service.client import (
     HebbianError,
     ServerUnavailableError,
     connect_failure,
+    model_metadata,
     new_stream_prefix,
+    request_model,
     stream_message,
 )
 from service.client_codec import ProcessResult, process_result
@@ -77,7 +79,8 @@ class AsyncHebbianClient(ClientSurface):
             wait = await self._ensure_connected()
             try:
                 response = await getattr(self._stub, method)(
-                    request, timeout=self.timeout, metadata=self._metadata, wait_for_ready=wait
+                    request, timeout=self.timeout, wait_for_ready=wait,
+                    metadata=model_metadata(self._metadata, request_model(request)),
                 )
             except grpc.aio.AioRpcError as error:
                 raise HebbianError.from_rpc_error(error, self.target) from None
@@ -109,7 +112,7 @@ class AsyncHebbianClient(ClientSurface):
         try:
             while True:
                 call = self._stub.StreamProcess(
-                    metadata=self._metadata,
+                    metadata=model_metadata(self._metadata, model),
                     wait_for_ready=self.wait_for_ready is not False or reconnect.attempts > 0,
                 )
                 writer = asyncio.create_task(_write(call, ledger, changed, ledger.answered))

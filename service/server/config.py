@@ -27,6 +27,7 @@ import yaml
 from service.server.bounds import DEFAULT_MAX_LAYERS, DEFAULT_MAX_MODEL_COST
 from service.server.names import DEFAULT_MODEL, name_problem
 from service.server.tokens import TokenError, Tokens, load_tokens
+from service.sharding.ordinal import ordinal_from_pod_name
 
 EMBEDDED_MODELS: dict[str, dict] = {
     DEFAULT_MODEL: {"input_dim": 16, "layers": [{"units": 4, "rule": "sanger", "seed": 0}]}
@@ -89,6 +90,8 @@ class ServerConfig:
     token_file: Path | None = None
     tokens: Tokens = field(default_factory=Tokens)  # from token_file and the environment
     health_port: int | None = None
+    slot_table: Path | None = None  # sharded when set (service/sharding)
+    shard: int | None = None  # this shard's ordinal; from HOSTNAME (pod name) when unset
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,13 @@ SETTINGS = (
     _Setting("health_port", int, "extra plaintext port serving only grpc.health.v1 (for "
              "kubelet probes when the main port needs mutual TLS)", _port,
              "a port in 0..65535"),
+    # -- sharding (see service/sharding and the README's "Beyond one machine") --
+    _Setting("slot_table", file_path, "slot table file (slot ranges -> shard ordinal, YAML or "
+             "JSON): serve as one shard of it, refusing other shards' models (reloaded when "
+             "the file changes)", expected="a file path"),
+    _Setting("shard", int, "this server's shard ordinal in the slot table (default: the "
+             "number ending the pod name in HOSTNAME, e.g. hebbian-2 -> 2)",
+             lambda v: v >= 0, "an integer >= 0"),
     _Setting("max_models", int, "most models the server holds (CreateModel beyond: "
              "RESOURCE_EXHAUSTED)", _positive, "an integer >= 1", "limits"),
     _Setting("max_streams", int, "most StreamProcess calls open at once (more: "
@@ -267,6 +277,7 @@ def load_config(
             f"{len(models)} models are configured but limits.max_models is {values['max_models']}"
         )
     _check_tls(values)
+    _resolve_shard(values, env)
     try:
         tokens = load_tokens(values["token_file"], env)
     except TokenError as err:
@@ -286,6 +297,22 @@ def _check_tls(values: Mapping[str, Any]) -> None:
         raise ConfigError("TLS needs both tls_cert and tls_key (or neither, for plaintext)")
     if values["tls_client_ca"] is not None and values["tls_cert"] is None:
         raise ConfigError("tls_client_ca (mutual TLS) needs tls_cert and tls_key as well")
+
+
+def _resolve_shard(values: dict[str, Any], env: Mapping[str, str]) -> None:
+    """With a slot table, the shard ordinal from the setting or else from HOSTNAME."""
+    if values["slot_table"] is None:
+        if values["shard"] is not None:
+            raise ConfigError("shard needs slot_table: the table says which slots it owns")
+        return
+    if values["shard"] is None:
+        hostname = env.get("HOSTNAME", "")
+        values["shard"] = ordinal_from_pod_name(hostname)
+        if values["shard"] is None:
+            raise ConfigError(
+                "slot_table needs this server's shard ordinal: set shard (--shard, "
+                f"HEBBIAN_SHARD) or run in a StatefulSet pod (HOSTNAME {hostname!r} does not "
+                "end in -N)")
 
 
 def _resolve(setting: _Setting, flags: Mapping, env: Mapping, document: Mapping, path) -> Any:

@@ -8,7 +8,9 @@ ports and starts serving (liveness SERVING); readiness turns SERVING once every 
 model is warmed up, and is NOT_SERVING while a model's log finds no room on the disk;
 `stop` turns readiness NOT_SERVING, stops accepting calls, gives in-flight calls a grace
 period, then stops the models (each writes a final snapshot), releases the data
-directory and the metrics endpoint.
+directory and the metrics endpoint. With a slot table (`config.slot_table`) the server
+is one shard: it creates only the configured models it owns, and its
+`OwnershipInterceptor` refuses requests for the others (service/sharding).
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ from service.server.runtime_metrics import (
     register_readiness,
 )
 from service.server.servicer import HebbianServicer
+from service.sharding.ownership import OwnershipInterceptor
+from service.sharding.placement import ShardPlacement
+from service.sharding.slot_table import SlotTableError, format_ranges
+from service.sharding.table_watcher import SlotTableWatcher
 from service.state.lock import DataDirLockedError
 from service.state.log_reader import CorruptLogError
 from service.state.snapshot import CorruptSnapshotError
@@ -97,8 +103,12 @@ class HebbianServer:
         self._warm = False  # every startup model warmed up
         self.disk_full: list[str] = []  # models whose log refuses writes for lack of space
         register_disk_full(self.metrics.registry, lambda: bool(self.disk_full))
+        self.placement = _placement(config)  # None: not sharded
+        sharding = [OwnershipInterceptor(self.placement)] if self.placement else []
+        if self.placement is not None:
+            self.placement.register_metrics(self.metrics.registry)
         self._server = transport.grpc_server(  # the benchmark's echo server uses the same
-            config, [self.metrics.interceptor(), *security.interceptors(config)]
+            config, [self.metrics.interceptor(), *security.interceptors(config), *sharding]
         )
         servicer = HebbianServicer(
             self.registry, config.limits.max_samples_per_request, config.limits.max_message_bytes
@@ -143,6 +153,8 @@ class HebbianServer:
                 f"{err.strerror or err}"
             ) from None
         self._server.start()
+        if self.placement is not None:
+            self._log_placement()
         threading.Thread(
             target=self._become_ready, args=(models,), name="readiness", daemon=True
         ).start()
@@ -165,6 +177,18 @@ class HebbianServer:
                      _host(self.config.host), self._health_port.port)
         return self
 
+    def _log_placement(self) -> None:
+        """Start following the slot table; say which slots this shard owns, and which of
+        its stored models it holds but refuses (their slots belong to another shard)."""
+        placement = self.placement
+        placement.watcher.start()
+        log.info("shard %d of slot table %s: slots %s", placement.shard, self.config.slot_table,
+                 format_ranges(placement.table.ranges_of(placement.shard)))
+        foreign = [name for name in self.registry.names() if not placement.owns(name)]
+        if foreign:
+            log.warning("stored model(s) %s belong to other shards by the slot table: kept, "
+                        "but every request for them is refused", ", ".join(foreign))
+
     def _open_models(self) -> list:
         """Lock the data directory, recover the stored models, create the new ones."""
         if self.data_dir is not None:
@@ -185,8 +209,11 @@ class HebbianServer:
         except OSError as err:
             self._release()
             raise StartupError(f"cannot use engine cache directory {cache}: {err}") from None
+        configured = self.config.models
+        if self.placement is not None:  # each shard creates only the configured models it owns
+            configured = {n: s for n, s in configured.items() if self.placement.owns(n)}
         try:
-            return self.registry.open(self.config.models)
+            return self.registry.open(configured)
         except DomainError as err:
             self._release()
             raise ConfigError(err.message) from None
@@ -213,6 +240,8 @@ class HebbianServer:
             self.health.set_ready(False)
         log.info("shutting down: readiness NOT_SERVING, %.1fs grace for in-flight calls", grace)
         self._server.stop(grace).wait()
+        if self.placement is not None:
+            self.placement.watcher.stop()
         self.health.shutdown()
         if self._health_port is not None:
             self._health_port.stop()
@@ -261,6 +290,21 @@ class HebbianServer:
                 log.info("space is back: learning accepted again")
             self.disk_full = full
             self._update_readiness()
+
+
+def _placement(config: ServerConfig) -> ShardPlacement | None:
+    """This server's shard of the configured slot table; None without one.
+
+    Raises:
+      ConfigError: the slot table cannot be read or is invalid.
+    """
+    if config.slot_table is None or config.shard is None:
+        return None
+    try:
+        watcher = SlotTableWatcher(config.slot_table)
+    except SlotTableError as err:
+        raise ConfigError(str(err)) from None
+    return ShardPlacement(config.shard, watcher, config.default_model)
 
 
 def _host(host: str) -> str:

@@ -1,0 +1,85 @@
+"""`OwnershipInterceptor`: a shard refuses every request for a model it does not own.
+
+The model is read from the request message itself (field `model` of Process and
+StreamProcess, `name` of the model methods; empty = the default model), so the
+servicer knows nothing of shards. A request for another shard's model, CreateModel
+included, ends with FAILED_PRECONDITION naming the owner, so a misrouted call can never
+create or change a second copy of a model. A stream is checked message by message: the
+messages before a refused one are answered, then the stream ends with the refusal.
+Methods whose request names no model (ListModels), health and reflection pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from service.server.health import API_SERVICE
+from service.sharding.placement import ShardPlacement
+
+_MODEL_FIELDS = ("model", "name")
+
+
+def model_field(message: Any) -> str | None:
+    """The field of a request message that names its model; None if it names none."""
+    fields = message.DESCRIPTOR.fields_by_name
+    return next((f for f in _MODEL_FIELDS if f in fields), None)
+
+
+class OwnershipInterceptor(grpc.ServerInterceptor):
+    """Refuses calls of `hebbian.v1.HebbianService` for models `placement` does not own."""
+
+    def __init__(self, placement: ShardPlacement):
+        self._placement = placement
+
+    def intercept_service(self, continuation, handler_call_details):
+        """The handler, wrapped to check the model of each request message."""
+        handler = continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(f"/{API_SERVICE}/"):
+            return handler
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                self._checked_stream(handler.stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if not handler.request_streaming and not handler.response_streaming:
+            return grpc.unary_unary_rpc_method_handler(
+                self._checked_unary(handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # the API has no other kinds of method
+
+    def _why_not(self, request: Any) -> str | None:
+        field = model_field(request)
+        return None if field is None else self._placement.refusal(getattr(request, field))
+
+    def _checked_unary(self, behavior: Callable) -> Callable:
+        def handle(request, context: grpc.ServicerContext):
+            why = self._why_not(request)
+            if why is not None:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+            return behavior(request, context)
+
+        return handle
+
+    def _checked_stream(self, behavior: Callable) -> Callable:
+        def handle(requests: Iterator, context: grpc.ServicerContext):
+            refused: list[str] = []
+
+            def owned_requests() -> Iterator:
+                for request in requests:
+                    why = self._why_not(request)
+                    if why is not None:
+                        refused.append(why)
+                        return  # the input ends here: earlier messages are still answered
+                    yield request
+
+            yield from behavior(owned_requests(), context)
+            if refused:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, refused[0])
+
+        return handle
