@@ -12,7 +12,8 @@ as one micro-batch and, in this order:
 4. resolves each request with its own rows and step: acknowledged = logged + applied;
 5. takes a snapshot when the schedule says so.
 
-Resets, restores and snapshots run on the same thread, between batches. At start-up
+Resets, restores, snapshots, hyper-parameter updates and state reads run on the same
+thread, between batches. At start-up
 the learner is the target of recovery (newest snapshot + log replay, through the same
 code that applied the batches live, so the weights come back bit for bit).
 """
@@ -33,10 +34,13 @@ import numpy as np
 
 from service.model import HebbianStack, StackConfig
 from service.model.engine import EngineResult
+from service.model.layer_state import HebbianState
 from service.model.quality import LayerStatsValues, QualityTracker
+from service.model.updates import LayerChanges
 from service.server.bounds import quote
-from service.server.errors import ServiceError
+from service.server.errors import ServiceError, invalid
 from service.server.metrics import ModelMetrics
+from service.server.refusals import RefusalTracker
 from service.server.work_queue import QueueClosedError, QueueFullError, WorkItem, WorkQueue
 from service.state.dedup import Ack, RequestWindow
 from service.state.records import BatchRecord, RequestSpan
@@ -71,6 +75,18 @@ class ModelStatus:
     create_time: float  # seconds since the epoch
     is_default: bool
     last_snapshot: SnapshotInfo | None = None
+    recent_skipped_fraction: float = 0.0  # refused share of the recent learning samples
+    refusing_updates: bool = False  # most recent updates refused (`refusals`)
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A model's full learning state, read between batches (GetModelState)."""
+
+    name: str
+    config: StackConfig  # every layer setting spelled out, seeds included
+    step: int
+    layers: tuple[HebbianState, ...]
 
 
 @dataclass(frozen=True)
@@ -148,6 +164,8 @@ class Learner:
         self._queue = WorkQueue(max_queued_samples)
         self._quality = QualityTracker(stack)
         self._counters = _Counters(stack.engine.step, 0, 0)
+        self._refusals = RefusalTracker()
+        self._created_hyper = stack.hyper_parameters()  # of snapshots that carry none
         self._unsnapshotted = 0  # samples applied since the last snapshot
         self._snapshot_time = time.monotonic()
         self._snapshot_retry_at = 0.0  # time.monotonic() before which no scheduled attempt
@@ -202,6 +220,31 @@ class Learner:
         """Go back to the state of snapshot `snapshot_id` (after the queued requests)."""
         return self._control(self._restore, snapshot_id)
 
+    def model_state(self) -> Future[ModelState]:
+        """Read the full state (after the queued requests); writes nothing."""
+        return self._control(lambda _: ModelState(
+            self.name, self.resolved_config(), self._counters.step, self.stack.layer_states()
+        ), None)
+
+    def update(self, changes: LayerChanges) -> Future[ModelStatus]:
+        """Change hyper-parameters (one dict per layer, `service.model.updates`), keeping
+        the learned state; logged, applied after the requests queued before it."""
+        return self._control(self._update, changes)
+
+    def snapshot_contents(self) -> tuple[int, dict[str, np.ndarray], dict]:
+        """(step, arrays, header) of a snapshot of the state now (what `Snapshot` writes).
+        Learner thread, or before `start`."""
+        ids, window = self._window.to_arrays()
+        header = {
+            "counters": {"step": self._counters.step, "inferred": self._counters.inferred,
+                         "skipped": self._counters.skipped},
+            "window_ids": ids,
+            "create_time": self.create_time,
+            "seeds": list(self.stack.seeds),  # what reset() starts from
+            "hyper_parameters": list(self.stack.hyper_parameters()),  # after updates
+        }
+        return self._counters.step, {**self.stack.state_arrays(), **window}, header
+
     def reject(self, reason: str, samples: int) -> None:
         """Count a request refused before it reached the queue (for the metrics)."""
         self._metrics.reject(reason, samples)
@@ -219,6 +262,8 @@ class Learner:
             create_time=self.create_time,
             is_default=self.is_default,
             last_snapshot=self.store.last_snapshot if self.store else None,
+            recent_skipped_fraction=self._refusals.fraction,
+            refusing_updates=self._refusals.refusing,
         )
 
     def resolved_config(self) -> StackConfig:
@@ -396,6 +441,7 @@ class Learner:
         self._counters = _Counters(
             result.step, before.inferred + inferred, before.skipped + skipped
         )
+        self._watch_refusals(int(flags.sum()), skipped)
         self._unsnapshotted += len(flags)
         outcomes, start = [], 0
         none = np.zeros(0, np.int32)
@@ -405,6 +451,26 @@ class Learner:
             outcomes.append(Outcome(result.activations[start:stop], refused, step))
             start = stop
         return outcomes
+
+    def _watch_refusals(self, learning: int, refused: int) -> None:
+        """Track the refused share of recent learning samples; log when the model starts
+        (one WARNING) or stops refusing most of its updates."""
+        change = self._refusals.observe(learning, refused)
+        self._metrics.set_skipped_fraction(self._refusals.fraction)
+        if change.changed and change.refusing:
+            log.warning(
+                "model %r refuses most updates: %.0f%% of its recent learning samples would "
+                "have made a weight non-finite and were not applied (it has diverged; lower "
+                "the learning rate with UpdateModel, then Reset or Restore)",
+                self.name, 100 * self._refusals.fraction,
+            )
+        elif change.changed:
+            log.info("model %r accepts most updates again", self.name)
+
+    def _clear_refusals(self) -> None:
+        """The weights were replaced (Reset, Restore, recovery): no refusals yet."""
+        self._refusals.clear()
+        self._metrics.set_skipped_fraction(0.0)
 
     def _remember(self, spans: tuple[RequestSpan, ...], outcomes: list[Outcome]) -> None:
         """Keep the answers of requests that have an id, for exactly-once delivery."""
@@ -425,6 +491,7 @@ class Learner:
         self.stack.reset(seed)
         self._quality.reset()
         self._window.clear()
+        self._clear_refusals()
         self._counters = _Counters(self.stack.engine.step, 0, 0)
         self._unsnapshotted += 1
         self._metrics.set_step(self._counters.step)
@@ -450,6 +517,18 @@ class Learner:
         self.load_snapshot(header, arrays)
         self._unsnapshotted += 1
         self._metrics.set_step(self._counters.step)
+        return self.status()
+
+    def _update(self, changes: LayerChanges) -> ModelStatus:
+        try:
+            self.stack.check_update(changes)
+        except ValueError as err:
+            raise invalid(f"model {self.name!r}: {err}; nothing changed", "bad_update") from None
+        if self.store is not None:
+            with _refused_unless_logged("UpdateModel"):
+                self.store.append_update(changes)
+        self.stack.update(changes)
+        self._unsnapshotted += 1
         return self.status()
 
     def _require_store(self, what: str) -> ModelStore:
@@ -489,24 +568,17 @@ class Learner:
 
     def _take_snapshot(self) -> tuple[SnapshotInfo, dict[str, np.ndarray]]:
         store = self._require_store("Snapshot")
-        arrays = self.stack.state_arrays()
-        ids, window = self._window.to_arrays()
-        header = {
-            "counters": {"step": self._counters.step, "inferred": self._counters.inferred,
-                         "skipped": self._counters.skipped},
-            "window_ids": ids,
-            "create_time": self.create_time,
-            "seeds": list(self.stack.seeds),  # what reset() starts from
-        }
+        step, arrays, header = self.snapshot_contents()
         try:
-            info = store.write_snapshot(self._counters.step, {**arrays, **window}, header)
+            info = store.write_snapshot(step, arrays, header)
         except OSError as err:  # e.g. a full disk: the log still holds everything
             raise ServiceError(grpc.StatusCode.UNAVAILABLE,
                                f"snapshot not written ({err.strerror or err}); the log still "
                                "holds every acknowledged change") from err
         self._unsnapshotted = 0
         self._snapshot_time = time.monotonic()
-        return info, arrays
+        return info, {key: value for key, value in arrays.items()
+                      if not key.startswith("window.")}
 
     # -- recovery target (`service.state.store.RecoveryTarget`) ------------------------------
 
@@ -515,6 +587,11 @@ class Learner:
         self.stack.load_state_arrays(arrays)
         if "seeds" in header:  # older snapshots keep the seeds of config.json
             self.stack.set_seeds(header["seeds"])
+        # older snapshots were all taken with the hyper-parameters of config.json
+        hyper = tuple(header.get("hyper_parameters") or self._created_hyper)
+        if hyper != self.stack.hyper_parameters():
+            self.stack.update(hyper)
+        self._clear_refusals()
         counters = header["counters"]
         self._counters = _Counters(counters["step"], counters["inferred"], counters["skipped"])
         self._window.load_arrays(header["window_ids"], arrays)
@@ -530,6 +607,10 @@ class Learner:
     def replay_reset(self, seed: int | None) -> None:
         """Apply a logged reset."""
         self._apply_reset(seed)
+
+    def replay_update(self, layers: LayerChanges) -> None:
+        """Apply a logged hyper-parameter update."""
+        self.stack.update(layers)
 
 
 def _needs_record(request: _Request) -> bool:

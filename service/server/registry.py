@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 
-from service.model import HebbianStack, StackConfig
+from service.model import HebbianParams, HebbianStack, HebbianState, StackConfig
 from service.server import bounds
 from service.server.errors import ServiceError, invalid
 from service.server.learner import Learner, SnapshotSchedule
@@ -25,6 +25,9 @@ from service.server.names import DEFAULT_MODEL, name_problem
 from service.state.store import DataDir
 
 log = logging.getLogger(__name__)
+
+# What `create` calls with the built layers' params to get a model's initial state.
+InitialState = Callable[[Sequence[HebbianParams]], Sequence[HebbianState]]
 
 
 class ModelRegistry:
@@ -113,8 +116,13 @@ class ModelRegistry:
                 learners.append(self.create(name, spec))
         return learners
 
-    def create(self, name: str, config: StackConfig | Mapping, warm_up: bool = True) -> Learner:
+    def create(self, name: str, config: StackConfig | Mapping, warm_up: bool = True,
+               initial_state: InitialState | None = None) -> Learner:
         """Build, persist and start a new model; returns its learner.
+
+        `initial_state`, given the built layers' params, returns the state the model starts
+        from (validated; it raises `ServiceError` to refuse it); with a data directory it
+        is the model's first snapshot, written before the model appears (`create_model`).
 
         Raises:
           ServiceError: INVALID_ARGUMENT for a bad name or config, ALREADY_EXISTS (also
@@ -138,6 +146,8 @@ class ModelRegistry:
         try:
             stack = _build(name, config, self._max_layers, self._max_model_weights,
                            self._max_model_cost)
+            if initial_state is not None:
+                return self._create_from_state(name, stack, initial_state, warm_up)
             store = None
             if self._data_dir is not None:
                 document = {**stack.config.to_dict(), "create_time": time.time()}
@@ -153,6 +163,24 @@ class ModelRegistry:
         finally:
             with self._lock:
                 self._reserved.discard(name)
+
+    def _create_from_state(self, name: str, stack: HebbianStack, initial_state: InitialState,
+                           warm_up: bool) -> Learner:
+        """`create` of a model that starts from a given state (its name is reserved)."""
+        stack.engine.load_layer_states(initial_state(stack.params))
+        learner = self._learner(name, stack, None, warm_up)
+        if self._data_dir is not None:
+            document = {**stack.config.to_dict(), "create_time": learner.create_time}
+            try:
+                learner.store = self._data_dir.create_model(
+                    name, document, initial=learner.snapshot_contents())
+            except OSError as err:
+                self._metrics.remove_model(name)
+                raise ServiceError(
+                    grpc.StatusCode.UNAVAILABLE, f"cannot store model {name!r}: {err}"
+                ) from err
+        learner.recover()  # loads the first snapshot back, opens the new model's empty log
+        return self._register(learner)
 
     def _learner(self, name: str, stack: HebbianStack, store, warm_up: bool) -> Learner:
         return Learner(

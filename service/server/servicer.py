@@ -20,7 +20,7 @@ import grpc
 
 from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
-from service.server import bounds, messages, tensors
+from service.server import bounds, messages, state_input, tensors, update_request
 from service.server.errors import ServiceError, invalid
 from service.server.learner import Learner, Outcome
 from service.server.registry import ModelRegistry
@@ -148,8 +148,27 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
     def CreateModel(self, request: pb.CreateModelRequest, context) -> pb.CreateModelResponse:
         """Create a named model from its layer-stack config."""
         config = messages.config_from_proto(request.config)
-        learner = self._registry.create(request.name, config)
+        initial = None
+        if request.layers:  # the model starts from the given state, validated as input
+            initial = functools.partial(state_input.decode_states, request.layers)
+        learner = self._registry.create(request.name, config, initial_state=initial)
         return pb.CreateModelResponse(model=messages.model_to_proto(learner.status()))
+
+    @_statuses
+    def GetModelState(
+        self, request: pb.GetModelStateRequest, context
+    ) -> pb.GetModelStateResponse:
+        """A model's full state, read between batches; writes nothing."""
+        learner = self._registry.get(request.name)
+        return messages.model_state_to_proto(_result(learner.model_state()))
+
+    @_statuses
+    def UpdateModel(self, request: pb.UpdateModelRequest, context) -> pb.UpdateModelResponse:
+        """Change a model's learning-rate and schedule settings, keeping its state."""
+        learner = self._registry.get(request.model.name)
+        changes = update_request.layer_changes(request, len(learner.stack.params))
+        status = _result(learner.update(changes))
+        return pb.UpdateModelResponse(model=messages.model_to_proto(status))
 
     @_statuses
     def GetModel(self, request: pb.GetModelRequest, context) -> pb.GetModelResponse:
