@@ -4,13 +4,15 @@
     hebbian bench [service] [...]      (service vs a bare gRPC echo server)
     hebbian bench engine [...]         (the engine alone)
     hebbian bench pipeline [...]       (the service's own cost per message, without gRPC)
-    hebbian [--target HOST:PORT] [--timeout S] models list|create|get|delete ...
+    hebbian [--target HOST:PORT] [--timeout S] models list|create|get|update|delete ...
+    hebbian models create NAME --from model.npz|model.keras   (config and state of a file)
+    hebbian models update NAME --learning-rate X [--decay-steps N] [--layer-index I]
     hebbian models list --targets H0:P,H1:P,...   (every shard's models, with their shard)
     hebbian shards status --targets ... [--slot-table F];  hebbian shards render-haproxy ...
     hebbian process [-m MODEL] (--values 1,2,... | --file samples.csv | < samples.csv)
     hebbian stream [-m MODEL] (--synthetic | --file samples.csv | < samples.csv) [--batch N]
     hebbian reset|snapshot|snapshots [-m MODEL];  hebbian restore SNAPSHOT_ID [-m MODEL]
-    hebbian export [-m MODEL] --out model.keras
+    hebbian export [-m MODEL] --out model.npz|model.keras   (writes nothing on the server)
     hebbian plot [-m MODEL | --from model.keras] --out model.png [--image-shape 8x8]
     hebbian check-data DIR                (offline: reads a data directory, changes nothing)
     hebbian completion bash|zsh           (a shell completion script, from this parser)

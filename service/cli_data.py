@@ -8,10 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-LAYER_FIELDS = ("kernel", "lateral", "mask", "theta")
-
 
 def check_data(directory: Path, as_json: bool = False) -> int:
     """Report on a data directory without starting a server or changing a byte.
@@ -58,43 +54,32 @@ def _report_dict(report: Any) -> dict:
 
 
 def served_stack(client: Any, name: str) -> tuple[Any, Any, Any]:
-    """A served model read back: (its `Model`, the `SnapshotResponse`, a `HebbianStack`
-    holding its full state). Reading the weights takes a snapshot (Snapshot with
-    include_weights), which counts against the server's --snapshot-keep."""
-    from service.client import config_from_proto, decode_tensor
-    from service.model import HebbianStack, StackConfig
+    """A served model read back: (its `Model`, its `ModelState`, a `HebbianStack` holding
+    its full state). The weights come from GetModelState, which writes nothing."""
+    from service.cli_weights import stack_of
 
     model = client.get_model(name)
-    snapshot = client.snapshot(name, include_weights=True)
-    stack = HebbianStack(StackConfig.from_dict(config_from_proto(model.config)))
-    arrays: dict[str, np.ndarray] = {}
-    for index, layer in enumerate(snapshot.layers):
-        for field in LAYER_FIELDS:
-            arrays[f"layer{index}.{field}"] = decode_tensor(getattr(layer, field)).astype(
-                np.float32
-            )
-        arrays[f"layer{index}.step"] = np.array(layer.step, np.int64)
-    stack.load_state_arrays(arrays)
-    return model, snapshot, stack
+    state = client.get_model_state(name)
+    return model, state, stack_of(state.config, state.arrays)
 
 
 def export_model(client: Any, name: str, out: Path, as_json: bool = False) -> int:
-    """Write a served model, full state included, as a `.keras` file that
-    `keras.models.load_model` loads and that keeps learning where the server was."""
+    """Write a served model's full state as `.npz` (the portable array format) or as a
+    `.keras` file that `keras.saving.load_model` loads and that keeps learning where the
+    server was. Nothing is written on the server (no snapshot is taken)."""
     from service.cli_io import Progress
+    from service.cli_weights import check_suffix, write_weights
 
-    with Progress(2, unit="steps", description="reading the model and its weights") as progress:
-        model, snapshot, stack = served_stack(client, name)
+    check_suffix(out)
+    with Progress(2, unit="steps", description="reading the model's state") as progress:
+        state = client.get_model_state(name)
         progress.update(1, description=f"writing {out}")
-        stack.keras_model().save(out)
+        write_weights(state, out)
         progress.update(2)
-    info = snapshot.snapshot
     if as_json:
-        print(json.dumps({"model": model.name, "snapshot_id": info.snapshot_id,
-                          "step": int(info.step), "path": str(out)}))
+        print(json.dumps({"model": state.name, "step": state.step, "path": str(out)}))
     else:
-        print(f"model {model.name}: snapshot {info.snapshot_id} at step {info.step} "
-              f"written to {out}")
+        print(f"model {state.name}: step {state.step} written to {out}")
     return 0
 
 
@@ -110,10 +95,14 @@ def add_data_commands(commands: Any, client: argparse.ArgumentParser) -> None:
     check.add_argument("directory", type=Path, help="the server's --data-dir")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     export = commands.add_parser(
-        "export", parents=[client], help="save a served model as a .keras file",
+        "export", parents=[client], help="save a served model's weights as .npz or .keras",
+        description="Write a served model's config and full state (read with GetModelState; "
+        "nothing is written on the server) as FILE.npz (the portable array format, numpy "
+        "only) or FILE.keras (a Keras model that keeps learning; needs TensorFlow).",
     )
     add_model_option(export, positional=True)
-    export.add_argument("--out", type=Path, required=True, help="the .keras file to write")
+    export.add_argument("--out", type=Path, required=True, metavar="FILE.npz|FILE.keras",
+                        help="the file to write; its suffix picks the format")
     snap = commands.add_parser("snapshot", parents=[client], help="persist a model's state now")
     add_model_option(snap, positional=True)
     listing = commands.add_parser("snapshots", parents=[client], help="list a model's snapshots")

@@ -1,8 +1,8 @@
-"""`hebbian models list|create|get|delete`, and how every command names its model.
+"""`hebbian models list|create|get|update|delete`, and how every command names its model.
 
 Every command that talks about one model takes `-m/--model NAME` (empty or absent: the
 server's default model). The commands that took the name as a positional argument
-before (`models create|get|delete`, `reset`, `export`, `snapshot`, `snapshots`,
+before (`models create|get|update|delete`, `reset`, `export`, `snapshot`, `snapshots`,
 `restore`) still accept it there.
 """
 
@@ -13,6 +13,9 @@ import json
 from typing import Any
 
 from service.cli_io import InputError
+
+# `models update` flags: the settings UpdateModel may change (service.model.updates).
+UPDATE_FLAGS = ("learning_rate", "decay_steps", "lateral_learning_rate", "bcm_threshold_rate")
 
 
 def add_model_option(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -48,8 +51,10 @@ def record(message: Any) -> dict:
 
 
 def add_models_command(commands: Any, client: argparse.ArgumentParser) -> None:
-    """`models list|create|get|delete` on the `hebbian` parser (`client`: shared options)."""
-    models = commands.add_parser("models", help="list, create, inspect and delete models")
+    """`models list|create|get|update|delete` on the `hebbian` parser (`client`: shared
+    options)."""
+    models = commands.add_parser("models",
+                                 help="list, create, inspect, update and delete models")
     actions = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     listing = actions.add_parser("list", parents=[client], help="list the models")
     listing.add_argument(
@@ -61,7 +66,9 @@ def add_models_command(commands: Any, client: argparse.ArgumentParser) -> None:
         "create", parents=[client], help="create a model",
         description="Create a model from a config file (JSON or YAML, the StackConfig form "
         '{"input_dim": 16, "layers": [{"units": 4, "rule": "sanger"}]}) or from '
-        "--input-dim and one --layer per layer. Prints the new model as JSON.",
+        "--input-dim and one --layer per layer, or with --from from a weights file (.npz "
+        "as `hebbian export` writes it, or .keras), state included. Prints the new model "
+        "as JSON.",
     )
     add_model_option(create, positional=True)
     create.add_argument("--config", metavar="FILE", help="model config file, JSON or YAML")
@@ -70,8 +77,24 @@ def add_models_command(commands: Any, client: argparse.ArgumentParser) -> None:
         "--layer", action="append", metavar="KEY=VALUE,...", default=[],
         help="one layer, e.g. units=4,rule=sanger,learning_rate=0.005 (repeat for a stack)",
     )
+    create.add_argument(
+        "--from", dest="source_file", metavar="FILE.npz|FILE.keras",
+        help="create the model with the config and the full state of this file",
+    )
     get = actions.add_parser("get", parents=[client], help="show one model as JSON")
     add_model_option(get, positional=True)
+    update = actions.add_parser(
+        "update", parents=[client], help="change a model's learning rates, keeping its state",
+        description="Change learning-rate and schedule settings of a served model (UpdateModel"
+        "); its learned state is kept, and the change is logged like every other. Without "
+        "--layer-index every layer gets the new values. Prints the model as JSON.",
+    )
+    add_model_option(update, positional=True)
+    for setting in UPDATE_FLAGS:
+        update.add_argument(f"--{setting.replace('_', '-')}", dest=setting, type=float,
+                            metavar="X")
+    update.add_argument("--layer-index", type=int, metavar="I",
+                        help="change layer I only (0 = the input layer)")
     delete = actions.add_parser("delete", parents=[client], help="delete a model")
     add_model_option(delete, positional=True)
 
@@ -94,8 +117,19 @@ def run_models(client: Any, args: argparse.Namespace) -> int:
     if args.models_command == "create":
         if not args.model:
             raise InputError("models create needs a name: models create -m NAME ...")
-        model = client.create_model(args.model, model_config(args))
+        if args.source_file:
+            if args.config or args.input_dim is not None or args.layer:
+                raise InputError("give either --from or --config/--input-dim/--layer")
+            from service.cli_weights import read_weights
+
+            config, state = read_weights(args.source_file)
+            model = client.create_model(args.model, config, state=state)
+        else:
+            model = client.create_model(args.model, model_config(args))
         print(json.dumps(record(model), indent=2))
+        return 0
+    if args.models_command == "update":
+        print(json.dumps(record(update_model(client, args)), indent=2))
         return 0
     if args.models_command == "get":
         print(json.dumps(record(client.get_model(args.model)), indent=2))
@@ -110,6 +144,22 @@ def run_models(client: Any, args: argparse.Namespace) -> int:
             print(f"model {args.model}: deleted")
         return 0
     raise AssertionError(args.models_command)
+
+
+def update_model(client: Any, args: argparse.Namespace) -> Any:
+    """`models update`: the flags given, for every layer or for --layer-index only."""
+    settings = {key: getattr(args, key) for key in UPDATE_FLAGS if getattr(args, key) is not None}
+    if not settings:
+        raise InputError("models update needs at least one of "
+                         + ", ".join(f"--{key.replace('_', '-')}" for key in UPDATE_FLAGS))
+    if args.layer_index is None:
+        return client.update_model(args.model, **settings)
+    count = len(client.get_model(args.model).config.layers)
+    if not 0 <= args.layer_index < count:
+        raise InputError(f"--layer-index {args.layer_index}: the model has {count} layer(s) "
+                         f"(0..{count - 1})")
+    layers = [settings if index == args.layer_index else {} for index in range(count)]
+    return client.update_model(args.model, layers=layers)
 
 
 def model_config(args: argparse.Namespace) -> dict:

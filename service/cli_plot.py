@@ -19,8 +19,8 @@ def add_plot_command(commands: Any, client: argparse.ArgumentParser) -> None:
         description="Draw a model (a served one, or a .keras file with --from): each unit's "
         "receptive field (as an image when the input is one), the lateral weights, the "
         "weight norms and, for a served model, the layer statistics the server tracks "
-        "(explained variance, orthonormality error). Reading a served model's weights "
-        "takes a snapshot, as `hebbian export` does. Needs the plot extra (matplotlib).",
+        "(explained variance, orthonormality error). A served model's weights are read "
+        "with GetModelState, which writes nothing. Needs the plot extra (matplotlib).",
     )
     add_model_option(plot, positional=True)
     plot.add_argument("--out", type=Path, required=True, help="the image to write (.png)")
@@ -70,12 +70,12 @@ def run_plot(client: Any, args: argparse.Namespace) -> int:
     else:
         from service.cli_data import served_stack
 
-        model, snapshot, source = served_stack(client, args.model)
+        model, state, source = served_stack(client, args.model)
         stats = {
             "explained variance": [s.explained_variance for s in model.layer_stats],
             "orthonormality error": [s.orthonormality_error for s in model.layer_stats],
         } if model.layer_stats else None
-        step = int(snapshot.snapshot.step)
+        step = state.step
         title = f"model {model.name}: step {step}, {model.samples_skipped} sample(s) refused"
     figure = plot_model(source, args.image_shape, stats=stats, title=title)
     figure.savefig(args.out, dpi=80)

@@ -37,14 +37,18 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import field_mask_pb2
 
 from service.api import hebbian_pb2, hebbian_pb2_grpc
 from service.client_codec import (  # re-exported: the client's public names
+    ModelState,
     ProcessResult,
     config_from_proto,
     config_to_proto,
     decode_tensor,
     encode_samples,
+    layer_states_to_proto,
+    model_state,
     process_result,
 )
 from service.client_resume import Message, Outbox, Reconnect, StreamOutOfOrderError
@@ -52,8 +56,8 @@ from service.client_retry import channel_options
 
 __all__ = [
     "DEFAULT_TARGET", "MODEL_HEADER", "ClientSurface", "HebbianClient", "HebbianError",
-    "ProcessResult", "ServerUnavailableError", "config_from_proto", "config_to_proto",
-    "decode_tensor", "encode_samples", "process_result", "tls_credentials",
+    "ModelState", "ProcessResult", "ServerUnavailableError", "config_from_proto",
+    "config_to_proto", "decode_tensor", "encode_samples", "process_result", "tls_credentials",
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -269,10 +273,44 @@ class ClientSurface:
 
     # -- models -----------------------------------------------------------------------
 
-    def create_model(self, name: str, config: Any) -> hebbian_pb2.Model:
-        """Creates a model; `config` as accepted by `config_to_proto`."""
+    def create_model(self, name: str, config: Any, state: Any = None) -> hebbian_pb2.Model:
+        """Creates a model; `config` as accepted by `config_to_proto`.
+
+        `state` (optional) is the state it starts from, in the flat layout
+        {"layer{i}.{field}": array} (`ModelState.arrays`, a `.npz` weights file); the
+        server checks it against the config like any input.
+        """
         request = hebbian_pb2.CreateModelRequest(name=name, config=config_to_proto(config))
+        if state is not None:
+            request.layers.extend(layer_states_to_proto(state))
         return self._unary("CreateModel", request, lambda r: r.model)
+
+    def get_model_state(self, name: str = "") -> ModelState:
+        """A model's config, step and every layer's arrays, read between batches; the
+        server writes nothing (no snapshot)."""
+        request = hebbian_pb2.GetModelStateRequest(name=name)
+        return self._unary("GetModelState", request, model_state)
+
+    def update_model(
+        self, name: str = "", *, layers: Sequence[dict] | None = None, **settings: float
+    ) -> hebbian_pb2.Model:
+        """Changes learning-rate and schedule settings, keeping the learned state.
+
+        `settings` (e.g. ``learning_rate=0.002``) apply to every layer; `layers` gives one
+        dict per layer instead (an empty dict keeps that layer as it is). Only
+        learning_rate, decay_steps, lateral_learning_rate and bcm_threshold_rate change;
+        the server refuses anything else with INVALID_ARGUMENT naming it.
+        """
+        if (layers is None) == (not settings):
+            raise ValueError("give the new settings either as keywords or as layers=[...]")
+        entries = [settings] if layers is None else list(layers)
+        paths = sorted({f"config.layers.{key}" for entry in entries for key in entry})
+        request = hebbian_pb2.UpdateModelRequest(
+            model=hebbian_pb2.Model(name=name, config=hebbian_pb2.ModelConfig(
+                layers=[hebbian_pb2.LayerConfig(**entry) for entry in entries])),
+            update_mask=field_mask_pb2.FieldMask(paths=paths),
+        )
+        return self._unary("UpdateModel", request, lambda r: r.model)
 
     def get_model(self, name: str = "") -> hebbian_pb2.Model:
         """A model's config, step and live statistics (empty name: the default model)."""

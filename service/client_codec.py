@@ -3,7 +3,9 @@
 Samples travel as raw little-endian float32 bytes (`Tensor.raw`), the fast encoding;
 activations come back the same way (or as `values`, which grpcurl sends). Model configs
 are `{"input_dim": ..., "layers": [{...}, ...]}` dicts, checked against the API's
-`LayerConfig` fields before anything is sent.
+`LayerConfig` fields before anything is sent. A model's full state travels as one
+`LayerState` per layer; the clients hold it in the one flat layout of
+`service.model.layer_state` ({"layer{i}.{field}": array}, as `.npz` weights files do).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 
 from service.api import hebbian_pb2
+from service.model.layer_state import FIELDS, state_key
 
 _LITTLE_F32 = np.dtype("<f4")
 
@@ -35,6 +38,53 @@ class ProcessResult:
     model: str
     request_id: str
     skipped: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A served model's full state (GetModelState): its config (the `StackConfig.to_dict()`
+    form, every setting and seed spelled out), its step, and every layer's arrays keyed
+    "layer{i}.{field}" (kernel, lateral, mask, theta float32; step int64)."""
+
+    name: str
+    config: dict
+    step: int
+    arrays: dict[str, np.ndarray]
+
+
+def model_state(response: Any) -> ModelState:
+    """A `GetModelStateResponse` as a `ModelState`."""
+    arrays: dict[str, np.ndarray] = {}
+    for index, layer in enumerate(response.layers):
+        for field in FIELDS:
+            key = state_key(index, field)
+            arrays[key] = (np.array(layer.step, np.int64) if field == "step"
+                           else decode_tensor(getattr(layer, field)))
+    return ModelState(response.name, config_from_proto(response.config), int(response.step),
+                      arrays)
+
+
+def layer_states_to_proto(arrays: Mapping[str, Any]) -> list[hebbian_pb2.LayerState]:
+    """The flat state `arrays` ({"layer{i}.{field}": array}) as one `LayerState` per layer
+    (tensors as raw float32); a missing field raises ValueError naming it."""
+    layers, index = [], 0
+    while state_key(index, "kernel") in arrays:
+        message = hebbian_pb2.LayerState()
+        for field in FIELDS:
+            key = state_key(index, field)
+            if key not in arrays:
+                raise ValueError(f"the state has no {key!r}")
+            if field == "step":
+                message.step = int(np.asarray(arrays[key]))
+            else:
+                array = np.ascontiguousarray(arrays[key], dtype=_LITTLE_F32)
+                getattr(message, field).CopyFrom(
+                    hebbian_pb2.Tensor(shape=list(array.shape), raw=array.tobytes()))
+        layers.append(message)
+        index += 1
+    if not layers:
+        raise ValueError(f"the state has no {state_key(0, 'kernel')!r}")
+    return layers
 
 
 def encode_samples(samples: Any) -> hebbian_pb2.Tensor:

@@ -5,7 +5,7 @@ has a `retryPolicy` for its method and the call ends with one of the policy's co
 Only calls that are safe to send twice get one, and only for UNAVAILABLE (the server
 restarting, a connection reset, a GOAWAY):
 
-- the reads `GetModel`, `ListModels`, `ListSnapshots`: they change nothing;
+- the reads `GetModel`, `GetModelState`, `ListModels`, `ListSnapshots`: they change nothing;
 - `Process`: inference (`learn=False`) changes nothing; a learning call always carries a
   request id (the clients make a random one unless the caller passes one), and the
   server answers a request id it already acknowledged with its first answer instead of
@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 
 SERVICE = "hebbian.v1.HebbianService"
-RETRIED_METHODS = ("GetModel", "ListModels", "ListSnapshots", "Process")
+RETRIED_METHODS = ("GetModel", "GetModelState", "ListModels", "ListSnapshots", "Process")
 MAX_ATTEMPTS = 5  # gRPC caps maxAttempts at 5
 INITIAL_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 2.0

@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -144,7 +145,7 @@ class SnapshotInfo(_message.Message):
     def __init__(self, snapshot_id: _Optional[str] = ..., step: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "config", "step", "samples_inferred", "samples_skipped", "layer_stats", "last_snapshot", "create_time", "is_default")
+    __slots__ = ("name", "config", "step", "samples_inferred", "samples_skipped", "layer_stats", "last_snapshot", "create_time", "is_default", "recent_skipped_fraction", "refusing_updates")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +155,8 @@ class Model(_message.Message):
     LAST_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    RECENT_SKIPPED_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    REFUSING_UPDATES_FIELD_NUMBER: _ClassVar[int]
     name: str
     config: ModelConfig
     step: int
@@ -163,15 +166,19 @@ class Model(_message.Message):
     last_snapshot: SnapshotInfo
     create_time: _timestamp_pb2.Timestamp
     is_default: bool
-    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[ModelConfig, _Mapping]] = ..., step: _Optional[int] = ..., samples_inferred: _Optional[int] = ..., samples_skipped: _Optional[int] = ..., layer_stats: _Optional[_Iterable[_Union[LayerStats, _Mapping]]] = ..., last_snapshot: _Optional[_Union[SnapshotInfo, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    recent_skipped_fraction: float
+    refusing_updates: bool
+    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[ModelConfig, _Mapping]] = ..., step: _Optional[int] = ..., samples_inferred: _Optional[int] = ..., samples_skipped: _Optional[int] = ..., layer_stats: _Optional[_Iterable[_Union[LayerStats, _Mapping]]] = ..., last_snapshot: _Optional[_Union[SnapshotInfo, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., is_default: _Optional[bool] = ..., recent_skipped_fraction: _Optional[float] = ..., refusing_updates: _Optional[bool] = ...) -> None: ...
 
 class CreateModelRequest(_message.Message):
-    __slots__ = ("name", "config")
+    __slots__ = ("name", "config", "layers")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     config: ModelConfig
-    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[ModelConfig, _Mapping]] = ...) -> None: ...
+    layers: _containers.RepeatedCompositeFieldContainer[LayerState]
+    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[ModelConfig, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[LayerState, _Mapping]]] = ...) -> None: ...
 
 class CreateModelResponse(_message.Message):
     __slots__ = ("model",)
@@ -186,6 +193,38 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class GetModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
+
+class GetModelStateRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetModelStateResponse(_message.Message):
+    __slots__ = ("name", "config", "step", "layers")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    config: ModelConfig
+    step: int
+    layers: _containers.RepeatedCompositeFieldContainer[LayerState]
+    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[ModelConfig, _Mapping]] = ..., step: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerState, _Mapping]]] = ...) -> None: ...
+
+class UpdateModelRequest(_message.Message):
+    __slots__ = ("model", "update_mask")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateModelResponse(_message.Message):
     __slots__ = ("model",)
     MODEL_FIELD_NUMBER: _ClassVar[int]
     model: Model

@@ -55,6 +55,16 @@ class HebbianServiceStub:
                 request_serializer=hebbian_dot_v1_dot_hebbian__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=hebbian_dot_v1_dot_hebbian__pb2.GetModelResponse.FromString,
                 _registered_method=True)
+        self.GetModelState = channel.unary_unary(
+                '/hebbian.v1.HebbianService/GetModelState',
+                request_serializer=hebbian_dot_v1_dot_hebbian__pb2.GetModelStateRequest.SerializeToString,
+                response_deserializer=hebbian_dot_v1_dot_hebbian__pb2.GetModelStateResponse.FromString,
+                _registered_method=True)
+        self.UpdateModel = channel.unary_unary(
+                '/hebbian.v1.HebbianService/UpdateModel',
+                request_serializer=hebbian_dot_v1_dot_hebbian__pb2.UpdateModelRequest.SerializeToString,
+                response_deserializer=hebbian_dot_v1_dot_hebbian__pb2.UpdateModelResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/hebbian.v1.HebbianService/ListModels',
                 request_serializer=hebbian_dot_v1_dot_hebbian__pb2.ListModelsRequest.SerializeToString,
@@ -107,7 +117,7 @@ class HebbianServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateModel(self, request, context):
-        """Creates a named model from a layer-stack configuration.
+        """Creates a named model from a layer-stack configuration (and optionally its state).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,6 +125,21 @@ class HebbianServiceServicer:
 
     def GetModel(self, request, context):
         """Returns a model's configuration, step and live statistics.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelState(self, request, context):
+        """Returns a model's full learning state (every layer's arrays), read between
+        batches; nothing is written, no snapshot is taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateModel(self, request, context):
+        """Changes a model's learning-rate and schedule settings, keeping its learned state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -184,6 +209,16 @@ def add_HebbianServiceServicer_to_server(servicer, server):
                     servicer.GetModel,
                     request_deserializer=hebbian_dot_v1_dot_hebbian__pb2.GetModelRequest.FromString,
                     response_serializer=hebbian_dot_v1_dot_hebbian__pb2.GetModelResponse.SerializeToString,
+            ),
+            'GetModelState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelState,
+                    request_deserializer=hebbian_dot_v1_dot_hebbian__pb2.GetModelStateRequest.FromString,
+                    response_serializer=hebbian_dot_v1_dot_hebbian__pb2.GetModelStateResponse.SerializeToString,
+            ),
+            'UpdateModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateModel,
+                    request_deserializer=hebbian_dot_v1_dot_hebbian__pb2.UpdateModelRequest.FromString,
+                    response_serializer=hebbian_dot_v1_dot_hebbian__pb2.UpdateModelResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -325,6 +360,60 @@ class HebbianService:
             '/hebbian.v1.HebbianService/GetModel',
             hebbian_dot_v1_dot_hebbian__pb2.GetModelRequest.SerializeToString,
             hebbian_dot_v1_dot_hebbian__pb2.GetModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hebbian.v1.HebbianService/GetModelState',
+            hebbian_dot_v1_dot_hebbian__pb2.GetModelStateRequest.SerializeToString,
+            hebbian_dot_v1_dot_hebbian__pb2.GetModelStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hebbian.v1.HebbianService/UpdateModel',
+            hebbian_dot_v1_dot_hebbian__pb2.UpdateModelRequest.SerializeToString,
+            hebbian_dot_v1_dot_hebbian__pb2.UpdateModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

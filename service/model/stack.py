@@ -14,6 +14,7 @@ import numpy as np
 from service.model.engine import DEFAULT_ENGINE, Engine, check_engine
 from service.model.layer_state import HebbianState, initial_state, stack_arrays, stack_states
 from service.model.params import HebbianParams, layer_from_config
+from service.model.updates import UPDATABLE, LayerChanges, updated_layers
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class HebbianStack:
         self.params = tuple(params for params, _ in built)
         self.seeds = [int(seed) for _, seed in built]
         states = [initial_state(p, seed) for p, seed in zip(self.params, self.seeds, strict=True)]
+        self._buckets = buckets
         self.engine: Engine = _build_engine(self.config, self.params, states, buckets)
 
     def reset(self, seed: int | None = None) -> None:
@@ -143,6 +145,31 @@ class HebbianStack:
         layers = [{**spec, "seed": seed}
                   for spec, seed in zip(self.config.layers, seeds, strict=True)]
         self.config = StackConfig(self.config.input_dim, tuple(layers), self.config.engine)
+
+    def hyper_parameters(self) -> LayerChanges:
+        """The settings an update may change, per layer, as they are in force."""
+        return tuple({key: float(getattr(p, key)) for key in UPDATABLE} for p in self.params)
+
+    def check_update(self, changes: LayerChanges) -> StackConfig:
+        """The config `update(changes)` would put in force; nothing changes.
+
+        Raises:
+          ValueError: a setting that may not change, or a bad value (named).
+        """
+        config = StackConfig(self.config.input_dim,
+                             updated_layers(self.config.layers, changes), self.config.engine)
+        config.layer_params()
+        return config
+
+    def update(self, changes: LayerChanges) -> None:
+        """Change learning-rate and schedule settings (`service.model.updates`), keeping
+        every layer's state: a new engine with the new params is loaded with the current
+        states. Checked (`check_update`) before anything changes."""
+        config = self.check_update(changes)
+        params = tuple(p for p, _ in config.layer_params())
+        states = self.engine.layer_states()
+        self.engine = _build_engine(config, params, states, self._buckets)
+        self.config, self.params = config, params
 
     def resolved_config(self) -> StackConfig:
         """The config with every layer setting spelled out, seeds included."""

@@ -8,7 +8,9 @@ import numpy as np
 
 from service.api import hebbian_pb2 as pb
 from service.model import StackConfig
-from service.server.core.session import ModelStatus
+from service.model.layer_state import HebbianState
+from service.server import tensors
+from service.server.core.session import ModelState, ModelStatus
 from service.state.snapshot import SnapshotInfo
 
 _OPTIONAL_NUMBERS = tuple(
@@ -58,11 +60,32 @@ def model_to_proto(status: ModelStatus) -> pb.Model:
         samples_skipped=status.samples_skipped,
         layer_stats=[pb.LayerStats(**asdict(stats)) for stats in status.layer_stats],
         is_default=status.is_default,
+        recent_skipped_fraction=status.recent_skipped_fraction,
+        refusing_updates=status.refusing_updates,
     )
     model.create_time.FromNanoseconds(int(status.create_time * 1e9))
     if status.last_snapshot is not None:
         model.last_snapshot.CopyFrom(snapshot_to_proto(status.last_snapshot))
     return model
+
+
+def layer_state_to_proto(state: HebbianState) -> pb.LayerState:
+    """The API form of one layer's state, tensors as `values` (what grpcurl shows)."""
+    return pb.LayerState(
+        kernel=tensors.encode(np.asarray(state.kernel), raw=False),
+        lateral=tensors.encode(np.asarray(state.lateral), raw=False),
+        mask=tensors.encode(np.asarray(state.mask), raw=False),
+        theta=tensors.encode(np.asarray(state.theta), raw=False),
+        step=int(state.step),
+    )
+
+
+def model_state_to_proto(state: ModelState) -> pb.GetModelStateResponse:
+    """The API form of a model's full state."""
+    return pb.GetModelStateResponse(
+        name=state.name, config=config_to_proto(state.config), step=state.step,
+        layers=[layer_state_to_proto(layer) for layer in state.layers],
+    )
 
 
 def snapshot_to_proto(info: SnapshotInfo) -> pb.SnapshotInfo:

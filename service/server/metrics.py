@@ -206,6 +206,7 @@ class ModelMetrics:
         self._skipped = families.skipped.labels(name)
         self._step = families.step.labels(name)
         self._queue = families.queue.labels(name)
+        self._skipped_ratio = families.skipped_ratio.labels(name)
         self._batch = families.batch.labels(name)
         self._compute = families.compute.labels(name)
 
@@ -235,6 +236,11 @@ class ModelMetrics:
         """The model's step (samples learned since initialisation)."""
         if not self._closed:
             self._step.set(step)
+
+    def set_skipped_fraction(self, fraction: float) -> None:
+        """The share of the model's recent learning samples refused as non-finite."""
+        if not self._closed:
+            self._skipped_ratio.set(fraction)
 
     def reject(self, reason: str, samples: int) -> None:
         """Count a rejected request and its samples, e.g. reason "wrong_width", "non_finite"."""
@@ -292,6 +298,13 @@ class _ModelFamilies:
             "hebbian_queue_depth_samples", "Samples waiting in the model's learner queue.",
             model, registry=registry,
         )
+        self.skipped_ratio = Gauge(
+            "hebbian_recent_skipped_ratio",
+            "Share of the model's recent learning samples (the last 1000 at most) refused "
+            "because their update would make a weight non-finite; above 0.5 the model "
+            "refuses most updates.",
+            model, registry=registry,
+        )
         self.batch = Histogram(
             "hebbian_microbatch_samples", "Samples per micro-batch taken by the learner.",
             model, buckets=_BATCH_BUCKETS, registry=registry,
@@ -304,7 +317,7 @@ class _ModelFamilies:
     def remove(self, name: str) -> None:
         """Remove every series of model `name`."""
         for family in (self.learned, self.inferred, self.skipped, self.step, self.queue,
-                       self.batch, self.compute):
+                       self.skipped_ratio, self.batch, self.compute):
             family.remove(name)
         for family in (self.rejected_samples, self.rejected_requests):
             family.remove_by_labels({"model": name})

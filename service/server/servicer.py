@@ -19,7 +19,7 @@ import grpc
 from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
 from service.errors import DomainError, InvalidInputError
-from service.server import bounds, messages, tensors
+from service.server import bounds, messages, state_input, tensors, update_request
 from service.server.core.registry import ModelRegistry
 from service.server.sample_requests import RequestParser, answer_fields
 from service.server.statuses import status_code
@@ -86,8 +86,27 @@ class HebbianServicer(pb_grpc.HebbianServiceServicer):
     def CreateModel(self, request: pb.CreateModelRequest, context) -> pb.CreateModelResponse:
         """Create a named model from its layer-stack config."""
         config = messages.config_from_proto(request.config)
-        model = self._registry.create(request.name, config)
+        initial = None
+        if request.layers:  # the model starts from the given state, validated as input
+            initial = functools.partial(state_input.decode_states, request.layers)
+        model = self._registry.create(request.name, config, initial_state=initial)
         return pb.CreateModelResponse(model=messages.model_to_proto(model.status()))
+
+    @_statuses
+    def GetModelState(
+        self, request: pb.GetModelStateRequest, context
+    ) -> pb.GetModelStateResponse:
+        """A model's full state, read between batches; writes nothing."""
+        model = self._registry.get(request.name)
+        return messages.model_state_to_proto(model.model_state())
+
+    @_statuses
+    def UpdateModel(self, request: pb.UpdateModelRequest, context) -> pb.UpdateModelResponse:
+        """Change a model's learning-rate and schedule settings, keeping its state."""
+        model = self._registry.get(request.model.name)
+        changes = update_request.layer_changes(request, len(model.stack.params))
+        status = model.update(changes)
+        return pb.UpdateModelResponse(model=messages.model_to_proto(status))
 
     @_statuses
     def GetModel(self, request: pb.GetModelRequest, context) -> pb.GetModelResponse:

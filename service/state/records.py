@@ -4,11 +4,14 @@ A record on disk is a frame ``<u32 body length><u32 CRC-32 of body>`` followed b
 body ``<u64 sequence><u8 kind>`` + payload, all little-endian. Sequences of one log
 are consecutive from 1. A batch record holds a micro-batch exactly as the engine
 applied it (samples, per-sample learn flags, and the request ids it answered), so
-replaying it reproduces the weights bit for bit.
+replaying it reproduces the weights bit for bit. An update record holds a change of
+hyper-parameters (one JSON object of settings per layer), so replay applies it between
+the same batches it came between live.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from dataclasses import dataclass
@@ -21,8 +24,9 @@ _BATCH = struct.Struct("<II")  # n samples, width
 _REQUEST = struct.Struct("<IIH")  # first sample, sample count, id length
 _RESET = struct.Struct("<Bq")  # has seed, seed
 _TEXT = struct.Struct("<H")
+_JSON = struct.Struct("<I")  # length of a UTF-8 JSON payload
 
-BATCH, RESET, RESTORE = 1, 2, 3
+BATCH, RESET, RESTORE, UPDATE = 1, 2, 3, 4
 MAX_BODY = 1 << 30
 
 
@@ -65,7 +69,16 @@ class RestoreRecord:
     snapshot_id: str
 
 
-Record = BatchRecord | ResetRecord | RestoreRecord
+@dataclass(frozen=True)
+class UpdateRecord:
+    """The model's hyper-parameters changed: one dict of new settings per layer, input
+    layer first (an empty dict: that layer unchanged); see `service.model.updates`."""
+
+    seq: int
+    layers: tuple[dict[str, float], ...]
+
+
+Record = BatchRecord | ResetRecord | RestoreRecord | UpdateRecord
 
 
 def encode(record: Record) -> bytes:
@@ -86,6 +99,9 @@ def encode(record: Record) -> bytes:
     elif isinstance(record, ResetRecord):
         seed = -1 if record.seed is None else record.seed
         parts = [HEADER.pack(record.seq, RESET), _RESET.pack(record.seed is not None, seed)]
+    elif isinstance(record, UpdateRecord):
+        text = json.dumps([dict(layer) for layer in record.layers], sort_keys=True).encode()
+        parts = [HEADER.pack(record.seq, UPDATE), _JSON.pack(len(text)), text]
     else:
         sid = record.snapshot_id.encode()
         parts = [HEADER.pack(record.seq, RESTORE), _TEXT.pack(len(sid)), sid]
@@ -123,6 +139,11 @@ def decode_body(body: bytes) -> Record:
             offset += _TEXT.size
             record = RestoreRecord(seq, body[offset : offset + length].decode())
             offset += length
+        elif kind == UPDATE:
+            (length,) = _JSON.unpack_from(body, offset)
+            offset += _JSON.size
+            record = UpdateRecord(seq, _update_layers(body[offset : offset + length]))
+            offset += length
         else:
             raise RecordError(f"unknown record kind {kind}")
     except (struct.error, ValueError, UnicodeDecodeError) as err:
@@ -130,3 +151,17 @@ def decode_body(body: bytes) -> Record:
     if offset != len(body):
         raise RecordError(f"record has {len(body) - offset} trailing bytes")
     return record
+
+
+def _update_layers(text: bytes) -> tuple[dict[str, float], ...]:
+    """The per-layer settings of an update record's JSON payload."""
+    layers = json.loads(text)
+    if not isinstance(layers, list) or not all(
+        isinstance(layer, dict) and all(
+            isinstance(value, int | float) and not isinstance(value, bool)
+            for value in layer.values()
+        )
+        for layer in layers
+    ):
+        raise ValueError("an update record holds one object of numbers per layer")
+    return tuple({str(key): float(value) for key, value in layer.items()} for layer in layers)

@@ -29,7 +29,13 @@ from service.state import snapshot as snapshots
 from service.state.atomic import atomic_write, fsync_directory
 from service.state.lock import DataDirLock
 from service.state.log_reader import TornTail
-from service.state.records import BatchRecord, RequestSpan, ResetRecord, RestoreRecord
+from service.state.records import (
+    BatchRecord,
+    RequestSpan,
+    ResetRecord,
+    RestoreRecord,
+    UpdateRecord,
+)
 from service.state.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,9 @@ class RecoveryTarget(Protocol):
 
     def replay_reset(self, seed: int | None) -> None:
         """Apply a logged reset."""
+
+    def replay_update(self, layers: tuple[dict[str, float], ...]) -> None:
+        """Apply a logged hyper-parameter update."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,8 @@ class ModelStore:
             target.replay_batch(record)
         elif isinstance(record, ResetRecord):
             target.replay_reset(record.seed)
+        elif isinstance(record, UpdateRecord):
+            target.replay_update(record.layers)
         else:
             target.load_snapshot(*self.read_snapshot(record.snapshot_id))
 
@@ -142,6 +153,11 @@ class ModelStore:
     def append_reset(self, seed: int | None) -> int:
         """Log a reset before it is applied."""
         self.last_seq = self.wal.append(lambda seq: ResetRecord(seq, seed))
+        return self.last_seq
+
+    def append_update(self, layers: tuple[dict[str, float], ...]) -> int:
+        """Log a hyper-parameter update before it is applied."""
+        self.last_seq = self.wal.append(lambda seq: UpdateRecord(seq, layers))
         return self.last_seq
 
     def append_restore(self, snapshot_id: str) -> int:
@@ -232,13 +248,29 @@ class DataDir:
         """The store of an existing model."""
         return ModelStore(self.models_dir / name, self.durability, self._on_failure)
 
-    def create_model(self, name: str, config: dict) -> ModelStore:
-        """Create a model's directory with its config, atomically."""
+    def create_model(self, name: str, config: dict,
+                     initial: tuple[int, dict[str, np.ndarray], dict] | None = None
+                     ) -> ModelStore:
+        """Create a model's directory with its config, atomically.
+
+        `initial` (step, arrays, header) is a state the model starts from (CreateModel
+        with layers): it is written as the model's first snapshot (covering no log record)
+        inside the directory before it is renamed into place, so the model appears with
+        that state or not at all.
+        """
         staging = self.models_dir / f"{_CREATING}{name}-{uuid.uuid4().hex[:8]}"
         staging.mkdir(parents=True)
         atomic_write(staging / CONFIG, json.dumps(config, indent=2, sort_keys=True).encode())
         (staging / "wal").mkdir()
         (staging / "snapshots").mkdir()
+        if initial is not None:
+            step, arrays, header = initial
+            try:
+                snapshots.write_snapshot(staging / "snapshots", 0, step, arrays,
+                                         {**header, "model": name})
+            except OSError:  # e.g. a full disk: nothing was created
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
         staging.rename(self.models_dir / name)
         fsync_directory(self.models_dir)
         return self.store(name)

@@ -15,7 +15,7 @@ from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
 from service.client import encode_samples
 from service.model import HebbianStack, StackConfig
-from service.state.records import BatchRecord, ResetRecord
+from service.state.records import BatchRecord, ResetRecord, UpdateRecord
 from service.state.wal import WriteAheadLog
 from tests.server_process import ServerProcess
 
@@ -68,6 +68,8 @@ class Replayer:
                 self.stack.engine.process(record.samples, record.learn)
             elif isinstance(record, ResetRecord):
                 self.stack.reset(record.seed)
+            elif isinstance(record, UpdateRecord):
+                self.stack.update(record.layers)
             else:
                 raise AssertionError(f"unexpected record {record}")
             self.last_seq = record.seq

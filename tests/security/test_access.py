@@ -69,6 +69,12 @@ CALLS: dict[str, tuple[str, Callable, grpc.StatusCode]] = {
         grpc.StatusCode.NOT_FOUND),
     "Reset": ("admin", lambda s, m, t: s.Reset(
         pb.ResetRequest(name=UNKNOWN), metadata=m, timeout=t), grpc.StatusCode.NOT_FOUND),
+    "GetModelState": ("admin", lambda s, m, t: s.GetModelState(
+        pb.GetModelStateRequest(name=UNKNOWN), metadata=m, timeout=t),
+        grpc.StatusCode.NOT_FOUND),
+    "UpdateModel": ("admin", lambda s, m, t: s.UpdateModel(
+        pb.UpdateModelRequest(model=pb.Model(name=UNKNOWN)), metadata=m, timeout=t),
+        grpc.StatusCode.NOT_FOUND),
 }
 LEARNING = {"Process", "StreamProcess"}  # each call that gets through learns one sample
 

@@ -246,7 +246,7 @@ def test_bash_completion_follows_the_parser(bash_completion):
     assert "completion" in complete(bash_completion, "hebbian", "")
     assert complete(bash_completion, "hebbian", "mo") == ["models"]
     assert complete(bash_completion, "hebbian", "models", "") == ["list", "create", "get",
-                                                                  "delete"]
+                                                                  "update", "delete"]
     stream_options = complete(bash_completion, "hebbian", "--target", "h:1", "stream", "--")
     assert {"--delimiter", "--columns", "--json", "--model", "--synthetic"} <= set(
         stream_options)

@@ -139,6 +139,7 @@ def test_every_api_method_needs_a_scope_and_health_is_exempt():
         "Process": "process", "StreamProcess": "process", "GetModel": "process",
         "ListModels": "process", "ListSnapshots": "process", "CreateModel": "admin",
         "DeleteModel": "admin", "Snapshot": "admin", "Restore": "admin", "Reset": "admin",
+        "GetModelState": "admin", "UpdateModel": "admin",  # the weights; a change
     }
     assert len(PROCESS_METHODS) == 5
     assert required_scope("/grpc.health.v1.Health/Check") is None

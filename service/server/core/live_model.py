@@ -17,8 +17,9 @@ import numpy as np
 
 from service.answer import Answer
 from service.errors import DomainError, ModelNotFoundError
+from service.model.updates import LayerChanges
 from service.server.core.combining import Combiner, CombinerClosedError, Pending
-from service.server.core.session import ModelSession, ModelStatus, SampleRequest
+from service.server.core.session import ModelSession, ModelState, ModelStatus, SampleRequest
 from service.state.snapshot import SnapshotInfo
 
 
@@ -118,6 +119,14 @@ class LiveModel:
     def restore(self, snapshot_id: str) -> ModelStatus:
         """Go back to the state of snapshot `snapshot_id` (after the queued requests)."""
         return self._control(self.session.restore, snapshot_id)
+
+    def update(self, changes: LayerChanges) -> ModelStatus:
+        """Change hyper-parameters keeping the state (after the queued requests); logged."""
+        return self._control(self.session.update, changes)
+
+    def model_state(self) -> ModelState:
+        """The full learning state, read in the model's turn; writes nothing."""
+        return self._control(lambda _: self.session.model_state(), None)
 
     def snapshot(self) -> tuple[SnapshotInfo, dict[str, np.ndarray]]:
         """Persist the state now (after the requests queued before it)."""

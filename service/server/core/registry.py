@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from service.errors import (
     FailedPreconditionError,
@@ -22,7 +22,7 @@ from service.errors import (
     ModelNotFoundError,
     UnavailableError,
 )
-from service.model import HebbianStack, StackConfig
+from service.model import HebbianParams, HebbianStack, HebbianState, StackConfig
 from service.server import bounds
 from service.server.core.live_model import LiveModel
 from service.server.core.session import ModelSession, SnapshotSchedule
@@ -31,6 +31,9 @@ from service.server.names import DEFAULT_MODEL, name_problem
 from service.state.store import DataDir
 
 log = logging.getLogger(__name__)
+
+# What `create` calls with the built layers' params to get a model's initial state.
+InitialState = Callable[[Sequence[HebbianParams]], Sequence[HebbianState]]
 
 
 class ModelRegistry:
@@ -117,8 +120,13 @@ class ModelRegistry:
                 models.append(self.create(name, spec))
         return models
 
-    def create(self, name: str, config: StackConfig | Mapping, warm_up: bool = True) -> LiveModel:
-        """Build, persist and start a new model; returns its model.
+    def create(self, name: str, config: StackConfig | Mapping, warm_up: bool = True,
+               initial_state: InitialState | None = None) -> LiveModel:
+        """Build, persist and start a new model; returns it.
+
+        `initial_state`, given the built layers' params, returns the state the model starts
+        from (validated; it raises `InvalidInputError` to refuse it); with a data directory it
+        is the model's first snapshot, written before the model appears (`create_model`).
 
         Raises:
           InvalidInputError: a bad name or config. ModelExistsError: also while a model of that
@@ -140,6 +148,8 @@ class ModelRegistry:
         try:
             stack = _build(name, config, self._max_layers, self._max_model_weights,
                            self._max_model_cost)
+            if initial_state is not None:
+                return self._create_from_state(name, stack, initial_state, warm_up)
             store = None
             if self._data_dir is not None:
                 document = {**stack.config.to_dict(), "create_time": time.time()}
@@ -153,6 +163,23 @@ class ModelRegistry:
         finally:
             with self._lock:
                 self._reserved.discard(name)
+
+    def _create_from_state(self, name: str, stack: HebbianStack, initial_state: InitialState,
+                           warm_up: bool) -> LiveModel:
+        """`create` of a model that starts from a given state (its name is reserved)."""
+        stack.engine.load_layer_states(initial_state(stack.params))
+        model = self._model(name, stack, None)
+        session = model.session
+        if self._data_dir is not None:
+            document = {**stack.config.to_dict(), "create_time": session.create_time}
+            try:
+                session.store = self._data_dir.create_model(
+                    name, document, initial=session.snapshot_contents())
+            except OSError as err:
+                self._metrics.remove_model(name)
+                raise UnavailableError(f"cannot store model {name!r}: {err}") from err
+        session.recover()  # loads the first snapshot back, opens the new model's empty log
+        return self._register(model, warm_up)
 
     def _model(self, name: str, stack: HebbianStack, store) -> LiveModel:
         metrics = self._metrics.model(name)

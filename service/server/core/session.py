@@ -10,10 +10,11 @@ at start-up). For a micro-batch of whole requests it, in this order:
 4. returns each request's own rows, refused samples and step: acknowledged = logged +
    applied.
 
-Resets, restores and snapshots are the other changes. At start-up the session is the
-target of recovery (newest snapshot + log replay), and replay goes through the same
-`_run` as the live batches, so the weights come back bit for bit. Refusals are the
-domain errors of `service.errors`; nothing here knows about gRPC.
+Resets, restores, hyper-parameter updates and snapshots are the other changes. At
+start-up the session is the target of recovery (newest snapshot + log replay), and
+replay goes through the same `_run` as the live batches, so the weights come back bit
+for bit. Refusals are the domain errors of `service.errors`; nothing here knows about
+gRPC.
 """
 
 from __future__ import annotations
@@ -32,13 +33,17 @@ from service.errors import (
     DataLossError,
     DomainError,
     FailedPreconditionError,
+    InvalidInputError,
     NotFoundError,
     UnavailableError,
 )
 from service.model import HebbianStack, StackConfig
 from service.model.engine import EngineResult
+from service.model.layer_state import HebbianState
 from service.model.quality import LayerStatsValues, QualityTracker
+from service.model.updates import LayerChanges
 from service.server.bounds import quote
+from service.server.refusals import RefusalTracker
 from service.state.dedup import RequestWindow
 from service.state.records import BatchRecord, RequestSpan
 from service.state.snapshot import CorruptSnapshotError, SnapshotInfo
@@ -71,6 +76,18 @@ class ModelStatus:
     create_time: float  # seconds since the epoch
     is_default: bool
     last_snapshot: SnapshotInfo | None = None
+    recent_skipped_fraction: float = 0.0  # refused share of the recent learning samples
+    refusing_updates: bool = False  # most recent updates refused (`refusals`)
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A model's full learning state, read between batches (GetModelState)."""
+
+    name: str
+    config: StackConfig  # every layer setting spelled out, seeds included
+    step: int
+    layers: tuple[HebbianState, ...]
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,7 @@ class ModelObserver(Protocol):
                       seconds: float) -> None: ...
     def set_step(self, step: int) -> None: ...
     def reject(self, reason: str, samples: int) -> None: ...
+    def set_skipped_fraction(self, fraction: float) -> None: ...
 
 
 class _Counters(NamedTuple):
@@ -132,6 +150,9 @@ class ModelSession:
         self._window = window or RequestWindow()
         self.quality = QualityTracker(stack)
         self._counters = _Counters(stack.engine.step, 0, 0)
+        self._refusals = RefusalTracker()
+        self._reported_fraction = 0.0
+        self._created_hyper = stack.hyper_parameters()  # of snapshots that carry none
         self._unsnapshotted = 0  # changes applied since the last snapshot
         self._snapshot_time = time.monotonic()
         self._snapshot_retry_at = 0.0  # time.monotonic() before which no scheduled attempt
@@ -237,6 +258,7 @@ class ModelSession:
         self._counters = _Counters(
             result.step, before.inferred + inferred, before.skipped + skipped
         )
+        self._watch_refusals(len(flags) - inferred, skipped)
         self._unsnapshotted += len(flags)
         none = np.zeros(0, np.int32)
         if len(spans) == 1:  # the common case, without the cumulative sums
@@ -252,7 +274,51 @@ class ModelSession:
                                   before.step + int(applied[stop - 1])))
         return answers
 
+    def _watch_refusals(self, learning: int, refused: int) -> None:
+        """Track the refused share of recent learning samples; log when the model starts
+        (one WARNING) or stops refusing most of its updates."""
+        change = self._refusals.observe(learning, refused)
+        if self._refusals.fraction != self._reported_fraction:  # the gauge only when it moved
+            self._reported_fraction = self._refusals.fraction
+            self._observer.set_skipped_fraction(self._reported_fraction)
+        if change.changed and change.refusing:
+            log.warning(
+                "model %r refuses most updates: %.0f%% of its recent learning samples would "
+                "have made a weight non-finite and were not applied (it has diverged; lower "
+                "the learning rate with UpdateModel, then Reset or Restore)",
+                self.name, 100 * self._refusals.fraction,
+            )
+        elif change.changed:
+            log.info("model %r accepts most updates again", self.name)
+
+    def _clear_refusals(self) -> None:
+        """The weights were replaced (Reset, Restore, recovery): no refusals yet."""
+        self._refusals.clear()
+        self._reported_fraction = 0.0
+        self._observer.set_skipped_fraction(0.0)
+
     # -- other changes -------------------------------------------------------------------
+
+    def update(self, changes: LayerChanges) -> ModelStatus:
+        """Change hyper-parameters (one dict per layer, `service.model.updates`), keeping
+        the learned state; logged, so that replay applies it at the same position.
+
+        Raises:
+          InvalidInputError: a value the layer refuses (nothing logged or changed).
+          UnavailableError: the update could not be logged.
+        """
+        try:
+            self.stack.check_update(changes)
+        except ValueError as err:
+            raise InvalidInputError(f"model {self.name!r}: {err}; nothing changed",
+                                    "bad_update") from None
+        if self.store is not None:
+            with _refused_unless_logged("UpdateModel"):
+                self.store.append_update(changes)
+        self.replay_update(changes)
+        self._unsnapshotted += 1
+        return self.status()
+
 
     def reset(self, seed: int | None = None) -> ModelStatus:
         """Re-initialise the weights from `seed` (None: the model's seeds); step goes to 0."""
@@ -296,7 +362,19 @@ class ModelSession:
           FailedPreconditionError: no data directory. UnavailableError: it could not be written.
         """
         store = self._require_store("Snapshot")
-        arrays = self.stack.state_arrays()
+        step, arrays, header = self.snapshot_contents()
+        try:
+            info = store.write_snapshot(step, arrays, header)
+        except OSError as err:  # e.g. a full disk: the log still holds everything
+            raise UnavailableError(f"snapshot not written ({err.strerror or err}); the log still "
+                              "holds every acknowledged change") from err
+        self._unsnapshotted = 0
+        self._snapshot_time = time.monotonic()
+        return info, {key: value for key, value in arrays.items()
+                      if not key.startswith("window.")}
+
+    def snapshot_contents(self) -> tuple[int, dict[str, np.ndarray], dict]:
+        """(step, arrays, header) of a snapshot of the state now (what `snapshot` writes)."""
         ids, window = self._window.to_arrays()
         counters = self._counters
         header = {
@@ -305,15 +383,9 @@ class ModelSession:
             "window_ids": ids,
             "create_time": self.create_time,
             "seeds": list(self.stack.seeds),  # what reset() starts from
+            "hyper_parameters": list(self.stack.hyper_parameters()),  # after updates
         }
-        try:
-            info = store.write_snapshot(counters.step, {**arrays, **window}, header)
-        except OSError as err:  # e.g. a full disk: the log still holds everything
-            raise UnavailableError(f"snapshot not written ({err.strerror or err}); the log still "
-                              "holds every acknowledged change") from err
-        self._unsnapshotted = 0
-        self._snapshot_time = time.monotonic()
-        return info, arrays
+        return counters.step, {**self.stack.state_arrays(), **window}, header
 
     def _require_store(self, what: str) -> ModelStore:
         if self.store is None:
@@ -387,7 +459,14 @@ class ModelSession:
             create_time=self.create_time,
             is_default=self.is_default,
             last_snapshot=self.store.last_snapshot if self.store else None,
+            recent_skipped_fraction=self._refusals.fraction,
+            refusing_updates=self._refusals.refusing,
         )
+
+    def model_state(self) -> ModelState:
+        """The full learning state (all layers' arrays, step, config); writes nothing."""
+        return ModelState(self.name, self.stack.resolved_config(), self._counters.step,
+                          self.stack.layer_states())
 
     def warm_up(self) -> None:
         """Compile (or load) everything the engine runs; no state change."""
@@ -411,6 +490,11 @@ class ModelSession:
         self.stack.load_state_arrays(arrays)
         if "seeds" in header:  # older snapshots keep the seeds of config.json
             self.stack.set_seeds(header["seeds"])
+        # older snapshots were all taken with the hyper-parameters of config.json
+        hyper = tuple(header.get("hyper_parameters") or self._created_hyper)
+        if hyper != self.stack.hyper_parameters():
+            self.stack.update(hyper)
+        self._clear_refusals()
         counters = header["counters"]
         self._counters = _Counters(counters["step"], counters["inferred"], counters["skipped"])
         self._window.load_arrays(header["window_ids"], arrays)
@@ -426,9 +510,14 @@ class ModelSession:
         self.stack.reset(seed)
         self.quality.reset()
         self._window.clear()
+        self._clear_refusals()
         self._counters = _Counters(self.stack.engine.step, 0, 0)
         self._unsnapshotted += 1
         self._observer.set_step(self._counters.step)
+
+    def replay_update(self, changes: LayerChanges) -> None:
+        """Apply a (logged) hyper-parameter update."""
+        self.stack.update(changes)
 
 
 def _needs_record(request: SampleRequest) -> bool:
