@@ -1,7 +1,8 @@
 """`OwnershipInterceptor`: a shard refuses every request for a model it does not own.
 
 The model is read from the request message itself (field `model` of Process and
-StreamProcess, `name` of the model methods; empty = the default model), so the
+StreamProcess, `name` of the model methods, `model.name` of UpdateModel; empty = the
+default model), so the
 servicer knows nothing of shards. A request for another shard's model, CreateModel
 included, ends with FAILED_PRECONDITION naming the owner, so a misrouted call can never
 create or change a second copy of a model. A stream is checked message by message: the
@@ -26,6 +27,15 @@ def model_field(message: Any) -> str | None:
     """The field of a request message that names its model; None if it names none."""
     fields = message.DESCRIPTOR.fields_by_name
     return next((f for f in _MODEL_FIELDS if f in fields), None)
+
+
+def model_name(message: Any) -> str | None:
+    """The model a request message names (a `Model` field names it by its `name`)."""
+    field = model_field(message)
+    if field is None:
+        return None
+    value = getattr(message, field)
+    return value if isinstance(value, str) else value.name
 
 
 class OwnershipInterceptor(grpc.ServerInterceptor):
@@ -54,8 +64,8 @@ class OwnershipInterceptor(grpc.ServerInterceptor):
         return handler  # the API has no other kinds of method
 
     def _why_not(self, request: Any) -> str | None:
-        field = model_field(request)
-        return None if field is None else self._placement.refusal(getattr(request, field))
+        name = model_name(request)
+        return None if name is None else self._placement.refusal(name)
 
     def _checked_unary(self, behavior: Callable) -> Callable:
         def handle(request, context: grpc.ServicerContext):

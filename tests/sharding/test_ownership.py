@@ -69,9 +69,11 @@ def test_every_model_method_refuses_a_foreign_model_naming_its_owner(stub):
     sample = encode_samples(np.zeros((1, 4), np.float32))
     _refused(stub.Process, pb.ProcessRequest(model=OTHER[0], samples=sample))
     for request in (pb.GetModelRequest, pb.DeleteModelRequest, pb.ResetRequest,
-                    pb.SnapshotRequest, pb.ListSnapshotsRequest):
+                    pb.SnapshotRequest, pb.ListSnapshotsRequest, pb.GetModelStateRequest):
         _refused(getattr(stub, request.__name__.removesuffix("Request")), request(name=name))
     _refused(stub.Restore, pb.RestoreRequest(name=name, snapshot_id="x"))
+    _refused(stub.UpdateModel, pb.UpdateModelRequest(model=pb.Model(
+        name=name, config=pb.ModelConfig(layers=[pb.LayerConfig(learning_rate=0.1)]))))
 
 
 def test_owned_and_default_models_are_served(stub):
