@@ -223,19 +223,24 @@ class ModelMetrics:
             return
         self._batch.observe(size)
         self._compute.observe(compute_seconds)
-        self._learned.inc(learned)
-        self._inferred.inc(inferred)
-        self._skipped.inc(skipped)
+        if learned:  # each inc takes a lock: only the counters that move
+            self._learned.inc(learned)
+        if inferred:
+            self._inferred.inc(inferred)
+        if skipped:
+            self._skipped.inc(skipped)
 
-    def set_queue_depth(self, samples: int) -> None:
-        """Samples waiting in the model's queue."""
+    def read_queue_depth(self, fn: Callable[[], int]) -> None:
+        """Samples waiting in the model's queue: `fn()`, read on every scrape (nothing to
+        do per batch)."""
         if not self._closed:
-            self._queue.set(samples)
+            self._queue.set_function(fn)
 
-    def set_step(self, step: int) -> None:
-        """The model's step (samples learned since initialisation)."""
+    def read_step(self, fn: Callable[[], int]) -> None:
+        """The model's step (samples learned since initialisation): `fn()`, read on every
+        scrape."""
         if not self._closed:
-            self._step.set(step)
+            self._step.set_function(fn)
 
     def set_skipped_fraction(self, fraction: float) -> None:
         """The share of the model's recent learning samples refused as non-finite."""

@@ -243,8 +243,8 @@ def test_model_series_are_exported_with_the_model_label(metrics):
     assert metrics.model("sensors") is model  # created once
     model.observe_batch(size=8, learned=6, inferred=2, skipped=1, compute_seconds=0.003)
     model.observe_batch(size=4, learned=4, inferred=0, skipped=0, compute_seconds=0.001)
-    model.set_step(10)
-    model.set_queue_depth(5)
+    model.read_step(lambda: 10)
+    model.read_queue_depth(lambda: 5)
     model.reject("wrong_width", 3)
     model.reject("wrong_width", 2)
     model.reject("empty", 0)
@@ -308,7 +308,7 @@ def test_failing_stats_source_leaves_the_rest_of_the_scrape_intact(metrics):
         raise RuntimeError("model is being rebuilt")
 
     metrics.model("broken").set_stats_source(broken)
-    metrics.model("broken").set_step(7)
+    metrics.model("broken").read_step(lambda: 7)
     after = scrape(metrics)
     assert after[("hebbian_model_step", model_labels("broken"))] == 7
     assert not any(labels >= model_labels("broken", layer="0") for _, labels in after)
@@ -318,15 +318,15 @@ def test_remove_model_drops_every_series_of_that_model(metrics):
     doomed, kept = metrics.model("doomed"), metrics.model("kept")
     for model in (doomed, kept):
         model.observe_batch(size=1, learned=1, inferred=0, skipped=0, compute_seconds=0.001)
-        model.set_step(1)
+        model.read_step(lambda: 1)
         model.reject("non_finite", 1)
         model.set_stats_source(lambda: [LayerStatsValues(1.0, 0.0, 0.0, 0.0, 0.5, 0.5)])
     assert any(dict(labels).get("model") == "doomed" for _, labels in scrape(metrics))
 
     metrics.remove_model("doomed")
     doomed.observe_batch(size=1, learned=1, inferred=0, skipped=0, compute_seconds=0.001)
-    doomed.reject("non_finite", 1)  # a late call from the old learner changes nothing
-    doomed.set_step(2)
+    doomed.reject("non_finite", 1)  # a late call from the old model changes nothing
+    doomed.read_step(lambda: 2)
     after = scrape(metrics)
     assert not [key for key in after if dict(key[1]).get("model") == "doomed"]
     assert after[("hebbian_model_step", model_labels("kept"))] == 1

@@ -127,6 +127,7 @@ class Combiner:
         self._queued_samples = 0
         self._busy = False
         self._closed = False
+        self._room_waiters = 0  # threads waiting in `_wait_for_room`
 
     @property
     def depth(self) -> int:
@@ -200,7 +201,7 @@ class Combiner:
         """Refuse new work (what is queued is still applied)."""
         with self._mutex:
             self._closed = True
-            self._room.notify_all()
+            self._notify_room()
 
     def _wait_for_room(self, item: Pending) -> None:
         """(mutex held) Wait while the queue is full; OverloadedError at the deadline."""
@@ -212,7 +213,11 @@ class Combiner:
                     f"the model is overloaded ({self._queued_samples} samples already "
                     "queued); the deadline passed while waiting"
                 )
-            self._room.wait(remaining)
+            self._room_waiters += 1
+            try:
+                self._room.wait(remaining)
+            finally:
+                self._room_waiters -= 1
 
     def _wait(self, item: Pending) -> bool:
         """Wait for the holder; True when this thread became the holder."""
@@ -284,7 +289,7 @@ class Combiner:
             if head.control:
                 break
         if batch:
-            self._room.notify_all()
+            self._notify_room()
         return batch
 
     def _pass_on(self) -> bool:
@@ -299,14 +304,19 @@ class Combiner:
         if self._queue:
             return False
         self._busy = False
-        self._room.notify_all()
+        self._notify_room()
         return True
+
+    def _notify_room(self) -> None:
+        """(mutex held) Wake the threads waiting for room, if any (most often none)."""
+        if self._room_waiters:
+            self._room.notify_all()
 
     def _remove(self, item: Pending) -> None:
         """(mutex held) Take a queued item out of the FIFO: it is withdrawn."""
         self._queue.remove(item)
         self._queued_samples -= item.samples
-        self._room.notify_all()
+        self._notify_room()
         self._on_withdrawn(item.samples)
 
 

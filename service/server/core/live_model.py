@@ -44,6 +44,7 @@ class LiveModel:
         self._combiner = Combiner(self._apply, max_batch, max_queued_samples,
                                   on_withdrawn=lambda n: metrics.reject("abandoned", n))
         metrics.set_stats_source(session.quality.layer_stats)
+        metrics.read_queue_depth(lambda: self._combiner.depth)
 
     @property
     def stack(self):
@@ -184,5 +185,4 @@ class LiveModel:
                 item.fail(result)
             else:
                 item.resolve(result)
-        self._metrics.set_queue_depth(self._combiner.depth)
         self.session.snapshot_if_due()

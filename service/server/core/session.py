@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -103,7 +103,7 @@ class ModelObserver(Protocol):
 
     def observe_batch(self, samples: int, learned: int, inferred: int, skipped: int,
                       seconds: float) -> None: ...
-    def set_step(self, step: int) -> None: ...
+    def read_step(self, fn: Callable[[], int]) -> None: ...
     def reject(self, reason: str, samples: int) -> None: ...
     def set_skipped_fraction(self, fraction: float) -> None: ...
 
@@ -152,11 +152,12 @@ class ModelSession:
         self._counters = _Counters(stack.engine.step, 0, 0)
         self._refusals = RefusalTracker()
         self._reported_fraction = 0.0
+        self._last_skipped = 0  # learning samples the last batch refused
         self._created_hyper = stack.hyper_parameters()  # of snapshots that carry none
         self._unsnapshotted = 0  # changes applied since the last snapshot
         self._snapshot_time = time.monotonic()
         self._snapshot_retry_at = 0.0  # time.monotonic() before which no scheduled attempt
-        observer.set_step(self._counters.step)
+        observer.read_step(lambda: self._counters.step)
 
     # -- learning and inference ----------------------------------------------------------
 
@@ -190,14 +191,7 @@ class ModelSession:
     def _process_fresh(self, requests: Sequence[SampleRequest], fresh: list[int],
                        results: list) -> None:
         batch = [requests[i] for i in fresh]
-        sizes = np.fromiter((len(r.samples) for r in batch), np.int64, len(batch))
-        if len(batch) == 1:
-            samples = batch[0].samples
-            flags = np.full(len(samples), batch[0].learn)
-        else:
-            samples = np.concatenate([r.samples for r in batch])
-            flags = np.repeat(np.fromiter((r.learn for r in batch), bool, len(batch)), sizes)
-        spans = _spans(batch, sizes)
+        samples, flags, spans, learning = _batch(batch)
         if self.store is not None:
             try:
                 self.store.append_batch(samples, flags, spans)
@@ -205,18 +199,13 @@ class ModelSession:
                 self._refuse_unlogged(requests, fresh, results, err)
                 return
         started = time.perf_counter()
-        answers = self._run(samples, flags, spans)
+        answers = self._run(samples, flags, spans, learning)
         seconds = time.perf_counter() - started
         for index, answer in zip(fresh, answers, strict=True):
             results[index] = answer
         self.quality.observe(samples)
-        self._observer.set_step(self._counters.step)
-        self._observed(flags, answers, seconds)
-
-    def _observed(self, flags: np.ndarray, answers: list[Answer], seconds: float) -> None:
-        skipped = sum(len(a.skipped) for a in answers)
-        learned = int(flags.sum())
-        self._observer.observe_batch(len(flags), learned - skipped, len(flags) - learned,
+        skipped = self._last_skipped
+        self._observer.observe_batch(len(flags), learning - skipped, len(flags) - learning,
                                      skipped, seconds)
 
     def _refuse_unlogged(self, requests: Sequence[SampleRequest], fresh: list[int],
@@ -231,45 +220,45 @@ class ModelSession:
             else:
                 readers.append(index)
         if readers:
-            batch = [requests[i] for i in readers]
-            sizes = np.array([len(r.samples) for r in batch], np.int64)
-            samples = np.concatenate([r.samples for r in batch])
-            flags = np.zeros(len(samples), bool)
-            for index, answer in zip(readers, self._run(samples, flags, _spans(batch, sizes)),
+            samples, flags, spans, learning = _batch([requests[i] for i in readers])
+            for index, answer in zip(readers, self._run(samples, flags, spans, learning),
                                      strict=True):
                 results[index] = answer
 
-    def _run(self, samples: np.ndarray, flags: np.ndarray,
-             spans: Sequence[RequestSpan]) -> list[Answer]:
-        """Apply a (logged) batch: the engine call, the counters, the request window."""
+    def _run(self, samples: np.ndarray, flags: np.ndarray, spans: Sequence[RequestSpan],
+             learning: int | None = None) -> list[Answer]:
+        """Apply a (logged) batch: the engine call, the counters, the request window.
+        `learning` is the number of learn flags set, when the caller knows it."""
+        if learning is None:
+            learning = int(np.count_nonzero(flags))
         result = self.stack.engine.process(samples, flags)
-        answers = self._account(spans, flags, result)
+        answers = self._account(spans, len(flags), learning, flags, result)
         for span, answer in zip(spans, answers, strict=True):
             if span.request_id:
                 self._window.add(span.request_id, answer)
         return answers
 
-    def _account(self, spans: Sequence[RequestSpan], flags: np.ndarray,
-                 result: EngineResult) -> list[Answer]:
+    def _account(self, spans: Sequence[RequestSpan], size: int, learning: int,
+                 flags: np.ndarray, result: EngineResult) -> list[Answer]:
         """Advance the counters by one applied batch; the per-request answers."""
         before = self._counters
-        skipped = int(result.skipped.sum())
-        inferred = len(flags) - int(flags.sum())
+        # the step counts the learning samples applied: the others were refused
+        skipped = learning - (result.step - before.step)
+        self._last_skipped = skipped
         self._counters = _Counters(
-            result.step, before.inferred + inferred, before.skipped + skipped
+            result.step, before.inferred + size - learning, before.skipped + skipped
         )
-        self._watch_refusals(len(flags) - inferred, skipped)
-        self._unsnapshotted += len(flags)
-        none = np.zeros(0, np.int32)
+        self._watch_refusals(learning, skipped)
+        self._unsnapshotted += size
         if len(spans) == 1:  # the common case, without the cumulative sums
-            refused = np.flatnonzero(result.skipped).astype(np.int32) if skipped else none
+            refused = np.flatnonzero(result.skipped).astype(np.int32) if skipped else _NONE
             return [Answer(result.activations, refused, result.step)]
         applied = np.cumsum(flags & ~result.skipped)
         answers = []
         for span in spans:
             stop = span.start + span.count
             refused = (np.flatnonzero(result.skipped[span.start:stop]).astype(np.int32)
-                       if skipped else none)
+                       if skipped else _NONE)
             answers.append(Answer(result.activations[span.start:stop], refused,
                                   before.step + int(applied[stop - 1])))
         return answers
@@ -352,7 +341,6 @@ class ModelSession:
             store.append_restore(snapshot_id)
         self.load_snapshot(header, arrays)
         self._unsnapshotted += 1
-        self._observer.set_step(self._counters.step)
         return self.status()
 
     def snapshot(self) -> tuple[SnapshotInfo, dict[str, np.ndarray]]:
@@ -481,7 +469,6 @@ class ModelSession:
         if self.store is None:
             return None
         report = self.store.recover(self)
-        self._observer.set_step(self._counters.step)
         self._snapshot_time = time.monotonic()
         return report
 
@@ -513,7 +500,6 @@ class ModelSession:
         self._clear_refusals()
         self._counters = _Counters(self.stack.engine.step, 0, 0)
         self._unsnapshotted += 1
-        self._observer.set_step(self._counters.step)
 
     def replay_update(self, changes: LayerChanges) -> None:
         """Apply a (logged) hyper-parameter update."""
@@ -527,14 +513,35 @@ def _needs_record(request: SampleRequest) -> bool:
     return request.learn or bool(request.request_id)
 
 
-def _spans(requests: Sequence[SampleRequest], sizes: np.ndarray) -> tuple[RequestSpan, ...]:
-    """Where each request sits in the batch; requests without an id have id "" (replay
-    needs every request's size to rebuild the per-request steps)."""
-    starts = np.cumsum(sizes) - sizes
-    return tuple(
-        RequestSpan(r.request_id, start, size)
-        for r, start, size in zip(requests, starts.tolist(), sizes.tolist(), strict=True)
-    )
+_NONE = np.zeros(0, np.int32)
+_NONE.flags.writeable = False
+_FLAG_VIEWS = 4096  # batches up to this size take their learn flags as a view, no copy
+_FLAGS = {flag: np.full(_FLAG_VIEWS, flag) for flag in (False, True)}
+for _flags in _FLAGS.values():
+    _flags.flags.writeable = False
+
+
+def _batch(requests: Sequence[SampleRequest]
+           ) -> tuple[np.ndarray, np.ndarray, tuple[RequestSpan, ...], int]:
+    """(samples, learn flags, spans, learning samples) of requests applied as one batch.
+
+    Spans say where each request sits in the batch; requests without an id have id ""
+    (replay needs every request's size to rebuild the per-request steps)."""
+    if len(requests) == 1:  # the common case: no concatenation, the flags a view
+        samples, learn, request_id = requests[0]
+        n = len(samples)
+        flags = _FLAGS[learn][:n] if n <= _FLAG_VIEWS else np.full(n, learn)
+        return samples, flags, (RequestSpan(request_id, 0, n),), n if learn else 0
+    sizes = [len(r.samples) for r in requests]
+    samples = np.concatenate([r.samples for r in requests])
+    flags = np.repeat(np.fromiter((r.learn for r in requests), bool, len(requests)), sizes)
+    spans, start = [], 0
+    for request, size in zip(requests, sizes, strict=True):
+        spans.append(RequestSpan(request.request_id, start, size))
+        start += size
+    learning = sum(size for request, size in zip(requests, sizes, strict=True)
+                   if request.learn)
+    return samples, flags, tuple(spans), learning
 
 
 @contextlib.contextmanager
