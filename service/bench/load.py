@@ -140,15 +140,19 @@ async def _stream_once(
 
 
 def stream_run(
-    target: str, messages: list[bytes], samples_per_message: int, *, streams: int = 1,
-    duration: float = 2.0, warmup: float = 0.5, window: int = 64, rate: float | None = None,
+    target: str, messages: list[bytes] | list[list[bytes]], samples_per_message: int, *,
+    streams: int = 1, duration: float = 2.0, warmup: float = 0.5, window: int = 64,
+    rate: float | None = None,
 ) -> RunResult:
     """`streams` concurrent StreamProcess calls, each on its own channel, for `duration` s.
 
-    Each stream keeps at most `window` messages unanswered; with `rate` (messages/s per
-    stream) it sends on a fixed schedule instead. The streams share one asyncio event
-    loop (grpc.aio): for streams that costs the client less CPU than threads do.
+    `messages` is one list of serialised requests for every stream, or one list per stream
+    (e.g. each for its own model). Each stream keeps at most `window` messages unanswered;
+    with `rate` (messages/s per stream) it sends on a fixed schedule instead. The streams
+    share one asyncio event loop (grpc.aio): for streams that costs the client less CPU
+    than threads do.
     """
+    per_stream = messages if isinstance(messages[0], list) else [messages] * streams
 
     async def run() -> tuple[list[_Window], float]:
         channels = [grpc.aio.insecure_channel(target) for _ in range(streams)]
@@ -159,8 +163,8 @@ def stream_run(
             start = time.perf_counter()
             windows = [_Window(start, warmup, duration) for _ in range(streams)]
             await asyncio.gather(*(
-                _stream_once(channel, messages, w, window, rate)
-                for channel, w in zip(channels, windows, strict=True)
+                _stream_once(channel, ours, w, window, rate)
+                for channel, ours, w in zip(channels, per_stream, windows, strict=True)
             ))
             return windows, _cpu() - cpu
         finally:
