@@ -55,6 +55,32 @@ def usage(pid: int | None) -> Usage | None:
     return Usage(cpu, int(status["VmHWM"].split()[0]) / 1024, int(anon.split()[0]) / 1024)
 
 
+def thread_cpu(pid: int | None) -> dict[str, float] | None:
+    """CPU seconds so far per OS thread name (summed over threads of one name) of a live
+    process, and under "(ended)" those of its threads that have ended (e.g. the reader of
+    a finished stream); None without a pid or without /proc."""
+    if pid is None:
+        return None
+    total = usage(pid)
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    out: dict[str, float] = {}
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as handle:
+                text = handle.read()
+        except OSError:  # ended meanwhile: counted under "(ended)"
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rpartition(")")[2].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    if total is not None:
+        out["(ended)"] = max(0.0, total.cpu_seconds - sum(out.values()))
+    return out
+
+
 @dataclass(frozen=True)
 class MicroBatches:
     """A server's learner micro-batches so far, every model together: how many, their

@@ -45,7 +45,14 @@ import grpc
 
 from service.bench import load
 from service.bench.models import measure_models
-from service.bench.procs import EchoProcess, ServeProcess, micro_batches, serve_flags, usage
+from service.bench.procs import (
+    EchoProcess,
+    ServeProcess,
+    micro_batches,
+    serve_flags,
+    thread_cpu,
+    usage,
+)
 from service.cli_io import Progress
 
 INPUT_DIM, UNITS, RULE = 256, 64, "oja"
@@ -150,6 +157,7 @@ class Bench:
                         for i in range(scenario.streams)]
         duration = max(self.duration, scenario.min_duration)
         before, batches_before = usage(pid), micro_batches(metrics_url)
+        threads_before = thread_cpu(pid)
         if scenario.unary:
             result = load.unary_run(
                 target, messages, scenario.samples_per_message,
@@ -162,6 +170,7 @@ class Bench:
                 rate=scenario.rate,
             )
         after, batches_after = usage(pid), micro_batches(metrics_url)
+        threads_after = thread_cpu(pid)
         cpu = after.cpu_seconds - before.cpu_seconds if before and after else None
         batches = engine = None
         if batches_before and batches_after:
@@ -180,15 +189,34 @@ class Bench:
             "samples_per_microbatch": batches,
             "engine_s": engine,
             "client_cpu_s": result.client_cpu_seconds,
+            "thread_cpu_us_per_msg": _per_message(threads_before, threads_after, answered),
         }
+
+
+def _per_message(before: dict[str, float] | None, after: dict[str, float] | None,
+                 answered: float) -> dict[str, float] | None:
+    """CPU microseconds per message answered, per thread name (threads alive at the end;
+    "(ended)": threads that ended during the run, such as the streams' readers)."""
+    if before is None or after is None or not answered:
+        return None
+    return {name: (seconds - before.get(name, 0.0)) / answered * 1e6
+            for name, seconds in sorted(after.items())
+            if seconds - before.get(name, 0.0) > 0}
 
 
 def _median(runs: list[dict]) -> dict:
     """Per key, the median over runs (None if a run has no value)."""
-    out = {}
+    out: dict = {}
     for key in runs[0]:
         values = [run[key] for run in runs]
-        out[key] = None if any(v is None for v in values) else statistics.median(values)
+        if any(v is None for v in values):
+            out[key] = None
+        elif isinstance(values[0], dict):  # per thread name: the median of each
+            names = sorted({name for value in values for name in value})
+            out[key] = {name: statistics.median(v.get(name, 0.0) for v in values)
+                        for name in names}
+        else:
+            out[key] = statistics.median(values)
     return out
 
 
@@ -357,6 +385,7 @@ def format_table(result: dict) -> str:
                 f"{_cell(f.get('samples_per_microbatch'), '.1f'):>7}"
                 f"{_cell(f.get('engine_s'), '.2f'):>9}"
             )
+    lines += _thread_lines(result["scenarios"].values())
     startup = result.get("startup")
     if startup:
         lines += [
@@ -385,6 +414,25 @@ def format_table(result: dict) -> str:
     for note in result["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _thread_lines(scenarios) -> list[str]:
+    """Server CPU us per message by OS thread name, service and echo, for each scenario."""
+    lines = ["", "server CPU us per message by thread (rpc-handler: gRPC's handler threads; "
+             "grpc_*, default-executo, resolver-*: gRPC's core; (ended): threads that ended "
+             "in the run, e.g. the streams' readers)"]
+    any_figures = False
+    for scenario in scenarios:
+        for side in ("service", "echo"):
+            threads = scenario[side].get("thread_cpu_us_per_msg")
+            if not threads:
+                continue
+            any_figures = True
+            cells = ", ".join(f"{name} {value:.0f}" for name, value in
+                              sorted(threads.items(), key=lambda item: -item[1]) if value >= 1)
+            title = scenario["title"] if side == "service" else ""
+            lines.append(f"{title:<30}{side:<9}{cells}")
+    return lines if any_figures else []
 
 
 def build_parser() -> argparse.ArgumentParser:

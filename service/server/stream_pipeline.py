@@ -26,6 +26,7 @@ import grpc
 from service.api import hebbian_pb2 as pb
 from service.errors import DomainError, InternalError
 from service.server.sample_requests import RequestParser, answer_fields
+from service.server.thread_names import named_target
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ def answer_stream(
     window = StreamWindow(STREAM_WINDOW, STREAM_WINDOW_BYTES)
     if not context.add_callback(window.withdraw):  # the call has ended already
         return
-    reader = threading.Thread(target=_read, args=(messages, parser, window), daemon=True,
-                              name="stream-reader")
+    reader = threading.Thread(target=named_target,
+                              args=("stream-reader", _read, messages, parser, window),
+                              daemon=True, name="stream-reader")
     reader.start()
     try:
         while (item := window.get()) is not _END:

@@ -14,6 +14,7 @@ import grpc
 
 from service.server import security
 from service.server.config import ServerConfig
+from service.server.thread_names import name_this_thread
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -33,7 +34,8 @@ def grpc_server(
     """A sync gRPC server with `config.workers` threads; each RPC (a stream too) holds one,
     and calls beyond that are refused with RESOURCE_EXHAUSTED rather than queued."""
     return grpc.server(
-        futures.ThreadPoolExecutor(config.workers, thread_name_prefix="grpc-worker"),
+        futures.ThreadPoolExecutor(config.workers, thread_name_prefix="grpc-worker",
+                                   initializer=name_this_thread, initargs=("rpc-handler",)),
         interceptors=list(interceptors),
         options=server_options(config),
         maximum_concurrent_rpcs=config.workers,

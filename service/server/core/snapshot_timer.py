@@ -12,6 +12,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from service.server.thread_names import name_this_thread
+
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # longest sleep, seconds
@@ -47,6 +49,7 @@ class SnapshotTimer:
             thread.join()
 
     def _run(self) -> None:
+        name_this_thread("snapshot-timer")
         while not self._stop.is_set():
             sleep = POLL_S
             for model in self._models():
