@@ -51,7 +51,7 @@ from service.client_codec import (  # re-exported: the client's public names
     model_state,
     process_result,
 )
-from service.client_resume import Message, Outbox, Reconnect, StreamOutOfOrderError
+from service.client_resume import Message, Outbox, Reconnect, StreamOutOfOrderError, resumable
 from service.client_retry import channel_options
 
 __all__ = [
@@ -510,7 +510,7 @@ class HebbianClient(ClientSurface):
                 outbox.finish()
                 return
             except grpc.RpcError as error:
-                if not (resume and error.code() == grpc.StatusCode.UNAVAILABLE):
+                if not (resume and resumable(error.code(), error.details())):
                     raise HebbianError.from_rpc_error(error, self.target) from None
                 reason = error.details() or "UNAVAILABLE"
             except StreamOutOfOrderError as error:
