@@ -32,6 +32,7 @@ released).
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -142,6 +143,7 @@ def move_slots(
     report = MoveReport(table=new)
     exports = []
     imported: list[tuple[str, int]] = []
+    states: dict[str, tuple] = {}
     try:
         for name, source in todo:
             exports.append((name, source))  # unfrozen if anything fails, even this call
@@ -152,8 +154,14 @@ def move_slots(
                 client.import_model(exported, source)
             imported.append((name, source))
             report.moved.append((name, source, int(exported.step)))
+            states[name] = _fingerprint(exported)
             say(f"model {name}: imported on shard {to}")
-    except HebbianError as error:
+        for name, source in todo:  # still frozen as exported (a restart would unfreeze)
+            with connect(source) as client:
+                if _fingerprint(client.export_model(name, to)) != states[name]:
+                    raise MoveError(f"model {name!r} changed on shard {source} after its "
+                                    "export (did the shard restart?)")
+    except (HebbianError, MoveError) as error:
         _give_up(connect, to, exports, imported, say)
         raise MoveError(f"move given up, nothing changed (every model is writable where it "
                         f"was): {error}") from None
@@ -197,6 +205,16 @@ def _held_models(connect: Callable[[int], object], shards: int, first: int, last
             raise MoveError(f"shard {shard} does not answer, nothing changed: {error}") from None
         held += [(m.name, shard) for m in models if first <= slot_of(m.name) <= last]
     return held
+
+
+def _fingerprint(exported) -> tuple:
+    """What must not change between an export and the switch: the step, the counters and
+    the exactly-once window of the snapshot."""
+    from service.state.snapshot import decode_snapshot
+
+    header, _ = decode_snapshot(exported.snapshot, f"the export of {exported.name!r}")
+    return (int(exported.step), json.dumps(header["counters"], sort_keys=True),
+            tuple(header["window_ids"]))
 
 
 def _give_up(connect, to: int, exports: list, imported: list, say) -> None:
