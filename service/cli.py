@@ -9,6 +9,7 @@
     hebbian models update NAME --learning-rate X [--decay-steps N] [--layer-index I]
     hebbian models list --targets H0:P,H1:P,...   (every shard's models, with their shard)
     hebbian shards status --targets ... [--slot-table F];  hebbian shards render-haproxy ...
+    hebbian shards move --targets ... --slot-table F --slots A-B --to K [--router-socket S]
     hebbian process [-m MODEL] (--values 1,2,... | --file samples.csv | < samples.csv)
     hebbian stream [-m MODEL] (--synthetic | --file samples.csv | < samples.csv) [--batch N]
     hebbian reset|snapshot|snapshots [-m MODEL];  hebbian restore SNAPSHOT_ID [-m MODEL]
@@ -358,12 +359,14 @@ def _run_client_command(args: argparse.Namespace) -> int:
 
 def _run_shards_command(args: argparse.Namespace, connect: Any) -> int:
     """`shards ...` and `models list --targets`: commands over several shards."""
-    from service.cli_shards import list_models_on_shards, render_haproxy, shards_status
+    from service.cli_shards import list_models_on_shards, move_shards, render_haproxy, shards_status
 
     if args.command == "models":
         return list_models_on_shards(args, connect)
     if args.shards_command == "render-haproxy":
         return render_haproxy(args)
+    if args.shards_command == "move":
+        return move_shards(args, connect)
     return shards_status(args, connect)
 
 

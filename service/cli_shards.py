@@ -78,6 +78,10 @@ def add_shards_command(commands: Any, client: argparse.ArgumentParser) -> None:
                         "image, e.g. /usr/local/etc/haproxy/slots.map)")
     render.add_argument("--dns", action="store_true",
                         help="resolve the servers at run time (pod names that come and go)")
+    render.add_argument("--admin-socket", default=None, metavar="ADDRESS",
+                        help="HAProxy's runtime API at level admin (a unix socket path or "
+                        "ipv4@HOST:PORT), for `shards move --router-socket`")
+    add_move_command(actions, client)
 
 
 def render_haproxy(args: argparse.Namespace) -> int:
@@ -99,7 +103,7 @@ def render_haproxy(args: argparse.Namespace) -> int:
     config = render_config(
         servers, default_model=args.default_model, bind=args.bind,
         map_file=args.map_file or str(map_path.resolve()), dns=args.dns,
-        stats_bind=args.health_bind,
+        stats_bind=args.health_bind, admin_socket=args.admin_socket,
     )
     map_path.write_text(render_map(table))
     (args.out / "haproxy.cfg").write_text(config)
@@ -187,3 +191,63 @@ def shards_status(args: argparse.Namespace, connect: Callable[[str], Any]) -> in
             if entry.get("misplaced"):
                 print("  NOT OWNED by the table (refused): " + ", ".join(entry["misplaced"]))
     return 0 if all(entry["reachable"] for entry in records) else 1
+
+
+def add_move_command(actions: Any, client: argparse.ArgumentParser) -> None:
+    """`shards move --slots A-B --to K` (service/sharding/moves.py)."""
+    move = actions.add_parser(
+        "move", parents=[client], help="move slots and their models to another shard",
+        description="Move slots A..B to shard K with their models' full state: each model "
+        "is frozen on its shard (writes UNAVAILABLE, clients retry), exported, imported on "
+        "K, then the slot table file is switched, the router's map follows, and the old "
+        "copies are removed. Nothing acknowledged is lost, nothing is applied twice. "
+        "Scaling 3 -> 4 shards: `--quarter-to 3` moves the last quarter of every range.",
+    )
+    move.add_argument("--targets", required=True, help=TARGETS_HELP)
+    move.add_argument("--slot-table", type=Path, metavar="FILE", required=True,
+                      help="the slot table file the shards read (rewritten atomically)")
+    what = move.add_mutually_exclusive_group(required=True)
+    what.add_argument("--slots", metavar="A-B", help="the slots to move (inclusive)")
+    what.add_argument("--quarter-to", type=int, metavar="K", default=None,
+                      help="a new shard K joins: move it 1/(N+1) of each range (N shards)")
+    move.add_argument("--to", type=int, metavar="K", help="the shard the slots move to")
+    move.add_argument("--router-socket", metavar="ADDRESS", default=None,
+                      help="HAProxy's runtime API (unix socket path or HOST:PORT): its "
+                      "map is changed in place with `set map`")
+    move.add_argument("--router-map", metavar="PATH", default=None,
+                      help="the map file as HAProxy's config names it (rewritten too when "
+                      "it exists here)")
+    move.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
+                      help="how long to wait for the shards to reload the table (120)")
+
+
+def move_shards(args: argparse.Namespace, connect: Callable[[str], Any]) -> int:
+    """`shards move`: prints each step; exit status 1 if the move failed (the message says
+    what state it left)."""
+    from service.sharding import moves
+    from service.sharding.slot_table import SlotTable, SlotTableError
+
+    targets = expand_targets(args.targets)
+    try:
+        if args.quarter_to is not None:
+            plan = [(first, last, args.quarter_to) for first, last, _ in
+                    moves.quarter_for_new_shard(SlotTable.load(args.slot_table),
+                                                args.quarter_to)]
+        elif args.to is None:
+            raise InputError("--slots needs --to K")
+        else:
+            plan = [(*moves.parse_slots(args.slots), args.to)]
+    except SlotTableError as err:
+        raise InputError(str(err)) from None
+    for first, last, to in plan:
+        try:
+            report = moves.move_slots(
+                lambda shard: connect(targets[shard]), len(targets), args.slot_table,
+                first, last, to, router_socket=args.router_socket, router_map=args.router_map,
+                wait_s=args.wait, say=print,
+            )
+        except moves.MoveError as err:
+            print(f"hebbian: slots {first}-{last}: {err}", file=sys.stderr)
+            return 1
+        print(f"slots {first}-{last} -> shard {to}: {len(report.moved)} model(s) moved")
+    return 0

@@ -51,7 +51,7 @@ from service.client_codec import (  # re-exported: the client's public names
     model_state,
     process_result,
 )
-from service.client_resume import Message, Outbox, Reconnect, StreamOutOfOrderError
+from service.client_resume import Message, Outbox, Reconnect, StreamOutOfOrderError, resumable
 from service.client_retry import channel_options
 
 __all__ = [
@@ -285,6 +285,31 @@ class ClientSurface:
             request.layers.extend(layer_states_to_proto(state))
         return self._unary("CreateModel", request, lambda r: r.model)
 
+    # -- slot moves (admin; `hebbian shards move`, service/sharding/moves.py) ----------------
+
+    def export_model(self, name: str, to_shard: int) -> hebbian_pb2.ExportModelResponse:
+        """Freezes a model (writes UNAVAILABLE) and returns its config and snapshot bytes."""
+        request = hebbian_pb2.ExportModelRequest(name=name, to_shard=to_shard)
+        return self._unary("ExportModel", request, lambda r: r)
+
+    def import_model(self, exported: hebbian_pb2.ExportModelResponse,
+                     from_shard: int) -> hebbian_pb2.Model:
+        """Creates an exported model on this (the target) shard."""
+        request = hebbian_pb2.ImportModelRequest(
+            name=exported.name, config=exported.config, snapshot=exported.snapshot,
+            from_shard=from_shard)
+        return self._unary("ImportModel", request, lambda r: r.model)
+
+    def unfreeze_model(self, name: str) -> hebbian_pb2.Model:
+        """A frozen model takes writes again (a move given up)."""
+        request = hebbian_pb2.UnfreezeModelRequest(name=name)
+        return self._unary("UnfreezeModel", request, lambda r: r.model)
+
+    def release_model(self, name: str) -> None:
+        """Removes a model in transit from a shard that does not own its slot."""
+        return self._unary("ReleaseModel", hebbian_pb2.ReleaseModelRequest(name=name),
+                           lambda r: None)
+
     def get_model_state(self, name: str = "") -> ModelState:
         """A model's config, step and every layer's arrays, read between batches; the
         server writes nothing (no snapshot)."""
@@ -485,7 +510,7 @@ class HebbianClient(ClientSurface):
                 outbox.finish()
                 return
             except grpc.RpcError as error:
-                if not (resume and error.code() == grpc.StatusCode.UNAVAILABLE):
+                if not (resume and resumable(error.code(), error.details())):
                     raise HebbianError.from_rpc_error(error, self.target) from None
                 reason = error.details() or "UNAVAILABLE"
             except StreamOutOfOrderError as error:

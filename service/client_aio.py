@@ -32,7 +32,7 @@ from service.client import (
     stream_message,
 )
 from service.client_codec import ProcessResult, process_result
-from service.client_resume import Ledger, Message, Reconnect, StreamOutOfOrderError
+from service.client_resume import Ledger, Message, Reconnect, StreamOutOfOrderError, resumable
 
 
 class AsyncHebbianClient(ClientSurface):
@@ -126,7 +126,7 @@ class AsyncHebbianClient(ClientSurface):
                     ledger.finish()
                     return
                 except grpc.aio.AioRpcError as error:
-                    if not (resume and error.code() == grpc.StatusCode.UNAVAILABLE):
+                    if not (resume and resumable(error.code(), error.details())):
                         raise HebbianError.from_rpc_error(error, self.target) from None
                     reason = error.details() or "UNAVAILABLE"
                 except StreamOutOfOrderError as error:

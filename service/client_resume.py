@@ -231,3 +231,16 @@ class Reconnect:
     def gave_up(self, reason: str) -> Exception:
         """The error of a stream that could not be resumed, `reason` being the last failure."""
         return self._give_up(f"stream not resumed within {self.timeout:g} s: {reason}")
+
+
+def resumable(code: object, details: str | None) -> bool:
+    """Whether a stream that ended with status `code` may be resumed on a new call:
+    UNAVAILABLE (the server restarted, the model is moving), or a CANCELLED the caller did
+    not ask for, made from an HTTP/2 RST_STREAM: a proxy (HAProxy) resets the client's
+    stream when the server ends it early with a status while the client still sends, and
+    the status is lost on the way (resending with the same request ids is exactly once)."""
+    import grpc
+
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    return code == grpc.StatusCode.CANCELLED and "RST_STREAM" in (details or "")

@@ -79,3 +79,8 @@ class DataLossError(DomainError):
 
 class InternalError(DomainError):
     """A bug or an unexpected failure inside the service."""
+
+
+class ModelMovingError(UnavailableError):
+    """The model is being moved to another shard: it takes no writes meanwhile; retrying
+    (through the router) reaches it on its new shard once the move is done."""

@@ -95,6 +95,26 @@ class HebbianServiceStub:
                 request_serializer=hebbian_dot_v1_dot_hebbian__pb2.ResetRequest.SerializeToString,
                 response_deserializer=hebbian_dot_v1_dot_hebbian__pb2.ResetResponse.FromString,
                 _registered_method=True)
+        self.ExportModel = channel.unary_unary(
+                '/hebbian.v1.HebbianService/ExportModel',
+                request_serializer=hebbian_dot_v1_dot_hebbian__pb2.ExportModelRequest.SerializeToString,
+                response_deserializer=hebbian_dot_v1_dot_hebbian__pb2.ExportModelResponse.FromString,
+                _registered_method=True)
+        self.ImportModel = channel.unary_unary(
+                '/hebbian.v1.HebbianService/ImportModel',
+                request_serializer=hebbian_dot_v1_dot_hebbian__pb2.ImportModelRequest.SerializeToString,
+                response_deserializer=hebbian_dot_v1_dot_hebbian__pb2.ImportModelResponse.FromString,
+                _registered_method=True)
+        self.UnfreezeModel = channel.unary_unary(
+                '/hebbian.v1.HebbianService/UnfreezeModel',
+                request_serializer=hebbian_dot_v1_dot_hebbian__pb2.UnfreezeModelRequest.SerializeToString,
+                response_deserializer=hebbian_dot_v1_dot_hebbian__pb2.UnfreezeModelResponse.FromString,
+                _registered_method=True)
+        self.ReleaseModel = channel.unary_unary(
+                '/hebbian.v1.HebbianService/ReleaseModel',
+                request_serializer=hebbian_dot_v1_dot_hebbian__pb2.ReleaseModelRequest.SerializeToString,
+                response_deserializer=hebbian_dot_v1_dot_hebbian__pb2.ReleaseModelResponse.FromString,
+                _registered_method=True)
 
 
 class HebbianServiceServicer:
@@ -187,6 +207,37 @@ class HebbianServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportModel(self, request, context):
+        """Slot moves (`hebbian shards move`): freezes a model on its shard (every later write
+        or change is UNAVAILABLE, reads are served) and returns its full state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportModel(self, request, context):
+        """Slot moves: creates an exported model on the shard its slot moves to, durably,
+        before the slot table gives it that slot; refused on a shard that owns it already.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnfreezeModel(self, request, context):
+        """Slot moves: a frozen model takes writes again (a move given up).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseModel(self, request, context):
+        """Slot moves: removes a model in transit from a shard that does not own its slot (the
+        frozen copy left on the source after the switch, or an import given up).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HebbianServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +300,26 @@ def add_HebbianServiceServicer_to_server(servicer, server):
                     servicer.Reset,
                     request_deserializer=hebbian_dot_v1_dot_hebbian__pb2.ResetRequest.FromString,
                     response_serializer=hebbian_dot_v1_dot_hebbian__pb2.ResetResponse.SerializeToString,
+            ),
+            'ExportModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportModel,
+                    request_deserializer=hebbian_dot_v1_dot_hebbian__pb2.ExportModelRequest.FromString,
+                    response_serializer=hebbian_dot_v1_dot_hebbian__pb2.ExportModelResponse.SerializeToString,
+            ),
+            'ImportModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportModel,
+                    request_deserializer=hebbian_dot_v1_dot_hebbian__pb2.ImportModelRequest.FromString,
+                    response_serializer=hebbian_dot_v1_dot_hebbian__pb2.ImportModelResponse.SerializeToString,
+            ),
+            'UnfreezeModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnfreezeModel,
+                    request_deserializer=hebbian_dot_v1_dot_hebbian__pb2.UnfreezeModelRequest.FromString,
+                    response_serializer=hebbian_dot_v1_dot_hebbian__pb2.UnfreezeModelResponse.SerializeToString,
+            ),
+            'ReleaseModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseModel,
+                    request_deserializer=hebbian_dot_v1_dot_hebbian__pb2.ReleaseModelRequest.FromString,
+                    response_serializer=hebbian_dot_v1_dot_hebbian__pb2.ReleaseModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -576,6 +647,114 @@ class HebbianService:
             '/hebbian.v1.HebbianService/Reset',
             hebbian_dot_v1_dot_hebbian__pb2.ResetRequest.SerializeToString,
             hebbian_dot_v1_dot_hebbian__pb2.ResetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hebbian.v1.HebbianService/ExportModel',
+            hebbian_dot_v1_dot_hebbian__pb2.ExportModelRequest.SerializeToString,
+            hebbian_dot_v1_dot_hebbian__pb2.ExportModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hebbian.v1.HebbianService/ImportModel',
+            hebbian_dot_v1_dot_hebbian__pb2.ImportModelRequest.SerializeToString,
+            hebbian_dot_v1_dot_hebbian__pb2.ImportModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnfreezeModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hebbian.v1.HebbianService/UnfreezeModel',
+            hebbian_dot_v1_dot_hebbian__pb2.UnfreezeModelRequest.SerializeToString,
+            hebbian_dot_v1_dot_hebbian__pb2.UnfreezeModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hebbian.v1.HebbianService/ReleaseModel',
+            hebbian_dot_v1_dot_hebbian__pb2.ReleaseModelRequest.SerializeToString,
+            hebbian_dot_v1_dot_hebbian__pb2.ReleaseModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -104,7 +104,8 @@ class HebbianServer:
         self.disk_full: list[str] = []  # models whose log refuses writes for lack of space
         register_disk_full(self.metrics.registry, lambda: bool(self.disk_full))
         self.placement = _placement(config)  # None: not sharded
-        sharding = [OwnershipInterceptor(self.placement)] if self.placement else []
+        sharding = ([OwnershipInterceptor(self.placement, self.registry.transit)]
+                    if self.placement else [])
         if self.placement is not None:
             self.placement.register_metrics(self.metrics.registry)
         self._server = transport.grpc_server(  # the benchmark's echo server uses the same

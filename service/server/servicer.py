@@ -21,6 +21,7 @@ from service.api import hebbian_pb2_grpc as pb_grpc
 from service.errors import DomainError, InvalidInputError
 from service.server import bounds, messages, state_input, tensors, update_request
 from service.server.core.registry import ModelRegistry
+from service.server.move_methods import MoveMethods
 from service.server.sample_requests import RequestParser, answer_fields
 from service.server.statuses import status_code
 from service.server.stream_pipeline import answer_stream
@@ -46,7 +47,7 @@ def _statuses(method: Callable) -> Callable:
     return handler
 
 
-class HebbianServicer(pb_grpc.HebbianServiceServicer):
+class HebbianServicer(MoveMethods, pb_grpc.HebbianServiceServicer):
     """The API service over a `ModelRegistry`.
 
     Args:

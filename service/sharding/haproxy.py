@@ -45,6 +45,7 @@ def render_config(
     stats_bind: str | None = None,
     stream_timeout: str = "1h",
     maxconn: int = 4000,
+    admin_socket: str | None = None,
 ) -> str:
     """haproxy.cfg routing gRPC by model to `servers` (shard ordinal -> host:port).
 
@@ -58,6 +59,9 @@ def render_config(
         probes); None: none.
       stream_timeout: how long a stream may stay idle, each way, before HAProxy ends it.
       maxconn: most client connections at once (HAProxy needs two file descriptors each).
+      admin_socket: where HAProxy's runtime API listens (a unix socket path, or
+        `ipv4@HOST:PORT`), at level admin, so that `hebbian shards move` can change the
+        map in place (`set map`); None: none.
     """
     if not servers:
         raise ValueError("the router needs at least one shard")
@@ -71,6 +75,7 @@ def render_config(
         "global",
         "    log stdout format raw local0 info",
         f"    maxconn {maxconn}",
+        *([f"    stats socket {admin_socket} mode 600 level admin"] if admin_socket else []),
         "",
         "defaults",
         "    mode http",

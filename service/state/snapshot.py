@@ -52,11 +52,21 @@ def snapshot_id(seq: int) -> str:
 def write_snapshot(directory: Path, seq: int, step: int, arrays: dict[str, np.ndarray],
                    header: dict | None = None) -> SnapshotInfo:
     """Write the state `arrays` covering log sequence `seq`, atomically."""
+    directory = Path(directory)
+    data, created = encode_snapshot(seq, step, arrays, header)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{snapshot_id(seq)}{SUFFIX}"
+    atomic_write(path, data)
+    return SnapshotInfo(snapshot_id(seq), int(seq), int(step), created, path)
+
+
+def encode_snapshot(seq: int, step: int, arrays: dict[str, np.ndarray],
+                    header: dict | None = None) -> tuple[bytes, float]:
+    """(the bytes of a snapshot file, its creation time): what `write_snapshot` writes, and
+    what a slot move carries from one shard to another (`decode_snapshot` checks it)."""
     for name, array in arrays.items():
         if np.asarray(array).dtype.hasobject:
             raise ValueError(f"snapshot array {name!r} holds Python objects; only numbers")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     created = time.time()
     meta = {**(header or {}), "seq": int(seq), "step": int(step), "create_time": created}
     meta_bytes = json.dumps(meta, sort_keys=True).encode()
@@ -66,22 +76,25 @@ def write_snapshot(directory: Path, seq: int, step: int, arrays: dict[str, np.nd
         MAGIC, _HEAD.pack(VERSION, len(meta_bytes)), meta_bytes,
         _LEN.pack(payload.getbuffer().nbytes), payload.getvalue(),
     ])
-    path = directory / f"{snapshot_id(seq)}{SUFFIX}"
-    atomic_write(path, body + hashlib.sha256(body).digest())
-    return SnapshotInfo(snapshot_id(seq), int(seq), int(step), created, path)
+    return body + hashlib.sha256(body).digest(), created
 
 
 def read_snapshot(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """(header, arrays) of a snapshot file; raises `CorruptSnapshotError` if it fails checks."""
-    data = Path(path).read_bytes()
+    return decode_snapshot(Path(path).read_bytes(), f"snapshot {path}")
+
+
+def decode_snapshot(data: bytes, where: str = "snapshot") -> tuple[dict, dict[str, np.ndarray]]:
+    """(header, arrays) of the bytes of a snapshot file (`where` names them in errors);
+    raises `CorruptSnapshotError` if they fail the checks."""
     body, digest = data[:-_DIGEST], data[-_DIGEST:]
     if len(data) < len(MAGIC) + _HEAD.size + _DIGEST or not body.startswith(MAGIC):
-        raise CorruptSnapshotError(f"snapshot {path} is not a snapshot file (bad magic)")
+        raise CorruptSnapshotError(f"{where} is not a snapshot file (bad magic)")
     if hashlib.sha256(body).digest() != digest:
-        raise CorruptSnapshotError(f"snapshot {path} failed its checksum")
+        raise CorruptSnapshotError(f"{where} failed its checksum")
     version, meta_len = _HEAD.unpack_from(body, len(MAGIC))
     if version != VERSION:
-        raise CorruptSnapshotError(f"snapshot {path} has version {version}; expected {VERSION}")
+        raise CorruptSnapshotError(f"{where} has version {version}; expected {VERSION}")
     offset = len(MAGIC) + _HEAD.size
     try:  # the checksum matched: what fails to parse here was written wrong
         meta = json.loads(body[offset : offset + meta_len])
@@ -94,7 +107,7 @@ def read_snapshot(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
             if not isinstance(meta.get(key), int | float):
                 raise ValueError(f"header has no {key}")
     except (ValueError, KeyError, struct.error, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise CorruptSnapshotError(f"snapshot {path} does not decode: {err}") from err
+        raise CorruptSnapshotError(f"{where} does not decode: {err}") from err
     return meta, arrays
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from service.answer import Answer
-from service.errors import DomainError, ModelNotFoundError
+from service.errors import DomainError, ModelMovingError, ModelNotFoundError
 from service.model.updates import LayerChanges
 from service.server.core.combining import Combiner, CombinerClosedError, Pending
 from service.server.core.session import ModelSession, ModelState, ModelStatus, SampleRequest
@@ -41,6 +41,7 @@ class LiveModel:
         self.output_dim = session.output_dim
         self.ready = threading.Event()  # set once warmed up
         self._metrics = metrics
+        self._moving: str | None = None  # why it takes no writes (being moved), or None
         self._combiner = Combiner(self._apply, max_batch, max_queued_samples,
                                   on_withdrawn=lambda n: metrics.reject("abandoned", n))
         metrics.set_stats_source(session.quality.layer_stats)
@@ -115,15 +116,15 @@ class LiveModel:
 
     def reset(self, seed: int | None = None) -> ModelStatus:
         """Re-initialise the weights (after the requests queued before it); step goes to 0."""
-        return self._control(self.session.reset, seed)
+        return self._write(self.session.reset, seed)
 
     def restore(self, snapshot_id: str) -> ModelStatus:
         """Go back to the state of snapshot `snapshot_id` (after the queued requests)."""
-        return self._control(self.session.restore, snapshot_id)
+        return self._write(self.session.restore, snapshot_id)
 
     def update(self, changes: LayerChanges) -> ModelStatus:
         """Change hyper-parameters keeping the state (after the queued requests); logged."""
-        return self._control(self.session.update, changes)
+        return self._write(self.session.update, changes)
 
     def model_state(self) -> ModelState:
         """The full learning state, read in the model's turn; writes nothing."""
@@ -131,7 +132,7 @@ class LiveModel:
 
     def snapshot(self) -> tuple[SnapshotInfo, dict[str, np.ndarray]]:
         """Persist the state now (after the requests queued before it)."""
-        return self._control(lambda _: self.session.snapshot(), None)
+        return self._write(lambda _: self.session.snapshot(), None)
 
     def snapshot_if_due(self) -> None:
         """Take the time-based snapshot if it is due (the snapshot timer calls this)."""
@@ -165,6 +166,42 @@ class LiveModel:
             final=True,
         )
 
+    # -- moving to another shard (service/sharding/moves.py) ---------------------------
+
+    @property
+    def moving(self) -> str | None:
+        """Why the model takes no writes (it is being moved), or None."""
+        return self._moving
+
+    def freeze(self, reason: str) -> tuple[int, dict[str, np.ndarray], dict]:
+        """Take no more writes, in the model's turn: the requests queued before it are
+        applied (and acknowledged), every later request or change fails with
+        `ModelMovingError(reason)` (UNAVAILABLE) until `unfreeze`; reads are served.
+        Returns the (step, arrays, header) of a snapshot of the state at that point,
+        which no acknowledged request is missing from. Freezing again returns the same."""
+        def freeze(_: Any) -> tuple[int, dict[str, np.ndarray], dict]:
+            self._moving = reason
+            return self.session.snapshot_contents()
+
+        return self._control(freeze, None)
+
+    def unfreeze(self) -> ModelStatus:
+        """Take writes again (a move given up); the model's status."""
+        def thaw(_: Any) -> ModelStatus:
+            self._moving = None
+            return self.session.status()
+
+        return self._control(thaw, None)
+
+    def _write(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        """`_control` of a change, refused while the model is frozen."""
+        def checked(value: Any) -> Any:
+            if self._moving is not None:
+                raise ModelMovingError(self._moving)
+            return fn(value)
+
+        return self._control(checked, arg)
+
     def _control(self, fn: Callable[[Any], Any], arg: Any) -> Any:
         try:
             return self._combiner.run(Pending((fn, arg), control=True))
@@ -178,6 +215,11 @@ class LiveModel:
         if first.control:
             fn, arg = first.payload
             first.resolve(fn(arg))
+            return
+        if self._moving is not None:  # frozen: nothing is logged or applied
+            error = ModelMovingError(self._moving, "moving", sum(i.samples for i in batch))
+            for item in batch:
+                item.fail(error)
             return
         results = self.session.process([item.payload for item in batch])
         for item, result in zip(batch, results, strict=True):

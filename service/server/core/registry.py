@@ -14,11 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
+
 from service.errors import (
     FailedPreconditionError,
     InvalidInputError,
     LimitExceededError,
     ModelExistsError,
+    ModelMovingError,
     ModelNotFoundError,
     UnavailableError,
 )
@@ -84,6 +87,7 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._models: dict[str, LiveModel] = {}
         self._reserved: set[str] = set()
+        self._arrivals: dict[str, str] = {}  # imported models not owned yet (`import_model`)
         self._timer = SnapshotTimer(self.list)
 
     def open(self, configured: Mapping[str, Mapping]) -> list[LiveModel]:
@@ -121,12 +125,15 @@ class ModelRegistry:
         return models
 
     def create(self, name: str, config: StackConfig | Mapping, warm_up: bool = True,
-               initial_state: InitialState | None = None) -> LiveModel:
+               initial_state: InitialState | None = None,
+               initial_snapshot: tuple[dict, dict[str, np.ndarray]] | None = None) -> LiveModel:
         """Build, persist and start a new model; returns it.
 
         `initial_state`, given the built layers' params, returns the state the model starts
         from (validated; it raises `InvalidInputError` to refuse it); with a data directory it
         is the model's first snapshot, written before the model appears (`create_model`).
+        `initial_snapshot` (header, arrays) is a whole snapshot's state instead: weights,
+        counters, request window, seeds, hyper-parameters (`import_model`).
 
         Raises:
           InvalidInputError: a bad name or config. ModelExistsError: also while a model of that
@@ -150,6 +157,8 @@ class ModelRegistry:
                            self._max_model_cost)
             if initial_state is not None:
                 return self._create_from_state(name, stack, initial_state, warm_up)
+            if initial_snapshot is not None:
+                return self._create_from_snapshot(name, stack, *initial_snapshot, warm_up)
             store = None
             if self._data_dir is not None:
                 document = {**stack.config.to_dict(), "create_time": time.time()}
@@ -170,6 +179,29 @@ class ModelRegistry:
         stack.engine.load_layer_states(initial_state(stack.params))
         model = self._model(name, stack, None)
         session = model.session
+        if self._data_dir is not None:
+            document = {**stack.config.to_dict(), "create_time": session.create_time}
+            try:
+                session.store = self._data_dir.create_model(
+                    name, document, initial=session.snapshot_contents())
+            except OSError as err:
+                self._metrics.remove_model(name)
+                raise UnavailableError(f"cannot store model {name!r}: {err}") from err
+        session.recover()  # loads the first snapshot back, opens the new model's empty log
+        return self._register(model, warm_up)
+
+    def _create_from_snapshot(self, name: str, stack: HebbianStack, header: dict,
+                              arrays: dict[str, np.ndarray], warm_up: bool) -> LiveModel:
+        """`create` of a model that starts from a whole snapshot (its name is reserved)."""
+        model = self._model(name, stack, None)
+        session = model.session
+        try:
+            session.load_snapshot(header, arrays)
+        except (KeyError, ValueError, TypeError) as err:
+            self._metrics.remove_model(name)
+            raise InvalidInputError(f"the snapshot of model {name!r} does not fit its config: "
+                                    f"{err}", "bad_snapshot") from None
+        session.create_time = float(header.get("model_create_time", session.create_time))
         if self._data_dir is not None:
             document = {**stack.config.to_dict(), "create_time": session.create_time}
             try:
@@ -237,7 +269,7 @@ class ModelRegistry:
 
         Raises:
           InvalidInputError: an empty or invalid name. FailedPreconditionError: the default model.
-          ModelNotFoundError: an unknown one.
+          ModelNotFoundError: an unknown one. ModelMovingError: one being moved.
         """
         if not name:
             raise InvalidInputError("DeleteModel needs a model name")
@@ -248,10 +280,18 @@ class ModelRegistry:
             raise FailedPreconditionError(
                 f"model {name!r} is the server's default model and cannot be deleted",
             )
+        current = self._models.get(name)
+        if current is not None and current.moving is not None:
+            raise ModelMovingError(current.moving)
+        self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        """Stop model `name`, finish its queue, remove it and its stored state."""
         with self._lock:
             model = self._models.pop(name, None)
             if model is not None:
                 self._reserved.add(name)  # no new model of this name until it is gone
+            self._arrivals.pop(name, None)
         if model is None:
             raise ModelNotFoundError(_not_found(name, self.names()))
         try:
@@ -262,6 +302,58 @@ class ModelRegistry:
         finally:
             with self._lock:
                 self._reserved.discard(name)
+
+    # -- slot moves (service/sharding/moves.py) -------------------------------------------
+
+    def import_model(self, name: str, config: StackConfig | Mapping, header: dict,
+                     arrays: dict[str, np.ndarray], arrival: str) -> LiveModel:
+        """Create model `name` from a snapshot exported by another shard (`LiveModel.freeze`),
+        durable (its first snapshot) before this returns. A copy of that name held here is
+        replaced: the caller (the ownership check) makes sure this shard does not own the
+        model's slot yet, so no copy here took writes. `arrival` says why the model is
+        unavailable here until the slot table gives its slot to this shard (`transit`).
+
+        Raises what `create` raises; InvalidInputError: the snapshot does not fit `config`.
+        """
+        if name in self._models:
+            log.warning("model %r: replacing the copy held here (not owned) by an import", name)
+            self._drop(name)
+        model = self.create(name, config, initial_snapshot=(header, arrays))
+        with self._lock:
+            self._arrivals[name] = arrival
+        return model
+
+    def freeze(self, name: str, reason: str) -> tuple[LiveModel, tuple[int, dict, dict]]:
+        """Freeze model `name` to move it away (`LiveModel.freeze`); the model and its
+        snapshot contents. An arrival mark it carried from an earlier move is dropped."""
+        model = self.get(name)
+        contents = model.freeze(reason)
+        with self._lock:
+            self._arrivals.pop(model.name, None)
+        return model, contents
+
+    def transit(self, name: str) -> str | None:
+        """Why model `name` is in transit on this server (frozen to move away, or imported
+        before its slot is owned), or None: a request this shard does not own for a model
+        in transit is UNAVAILABLE (retry), not refused."""
+        model = self._models.get(name or self.default_model)
+        if model is None:
+            return None
+        return model.moving or self._arrivals.get(model.name)
+
+    def release(self, name: str) -> None:
+        """Remove model `name` after a move (also the default model): the frozen copy a move
+        left on its source, or an imported copy of a move given up.
+
+        Raises:
+          ModelNotFoundError: no such model. FailedPreconditionError: it is not in transit.
+        """
+        model = self.get(name)
+        if self.transit(model.name) is None:
+            raise FailedPreconditionError(
+                f"model {model.name!r} is not being moved; ReleaseModel removes only a model "
+                "frozen by ExportModel or imported by ImportModel")
+        self._drop(model.name)
 
     def close(self) -> None:
         """Stop every model after its queued work (server shutdown)."""
