@@ -345,3 +345,8 @@ def warn_about(layers: Sequence[Hebbian], x=None) -> None:
                 f"non-finite, so they were applied to no layer (step {int(layer.step.numpy())}"
                 "). The learning rate is probably too large for the data; see `refused`.",
             )
+
+
+# Whoever uses the layer can load saved stacks too: register HebbianSequential as well
+# (at the end, where every name above exists for keras_model's import of them).
+import service.model.keras_model  # noqa: E402, F401

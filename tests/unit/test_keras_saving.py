@@ -15,7 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 X = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
 LOAD = """
 import json, sys
-import keras
 {imports}
 model = keras.saving.load_model(sys.argv[1])
 print(json.dumps({{"class": type(model).__name__,
@@ -38,7 +37,7 @@ def test_a_saved_hebbian_sequential_loads_in_a_fresh_process_after_import_servic
                                Hebbian(2, seed=1)])
     model.fit(X, verbose=0)
     model.save(tmp_path / "m.keras")
-    done = load_in_fresh_process(tmp_path / "m.keras", "import service.model")
+    done = load_in_fresh_process(tmp_path / "m.keras", "import keras; import service.model")
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = json.loads(done.stdout.splitlines()[-1])
     assert loaded["class"] == "HebbianSequential"
@@ -52,7 +51,8 @@ def test_an_exported_served_model_loads_in_a_fresh_process(tmp_path):
     stack = HebbianStack(StackConfig(8, ({"units": 3, "rule": "sanger", "seed": 2},)))
     stack.engine.process(X)
     stack.keras_model().save(tmp_path / "served.keras")
-    done = load_in_fresh_process(tmp_path / "served.keras", "import service.model")
+    # the other import order: the classes register once Keras is imported
+    done = load_in_fresh_process(tmp_path / "served.keras", "import service.model; import keras")
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = json.loads(done.stdout.splitlines()[-1])
     assert loaded["steps"] == [40]
@@ -62,7 +62,7 @@ def test_an_exported_served_model_loads_in_a_fresh_process(tmp_path):
 def test_without_the_import_the_error_names_the_package_to_import(tmp_path):
     model = keras.Sequential([keras.Input((8,)), Hebbian(2, seed=0)])
     model.save(tmp_path / "m.keras")
-    done = load_in_fresh_process(tmp_path / "m.keras", "")
+    done = load_in_fresh_process(tmp_path / "m.keras", "import keras")
     assert done.returncode != 0
     assert "'registered_name': 'service.model>Hebbian'" in done.stderr
 
