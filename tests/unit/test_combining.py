@@ -146,6 +146,17 @@ def test_a_request_withdrawn_before_it_runs_is_dropped_by_the_holder():
     assert apply.batches == []
 
 
+def test_waiting_for_a_request_withdrawn_before_it_was_submitted_ends_at_once():
+    apply = Recorder()
+    combiner = Combiner(apply, max_batch=64, capacity=1000)
+    item = Pending("never submitted", 1)
+    combiner.withdraw(item)  # e.g. the stream was cancelled before its reader submitted it
+    with pytest.raises(CallCancelledError):
+        combiner.wait(item)
+    combiner.submit(item)  # a late submit applies nothing
+    assert apply.batches == []
+
+
 def test_a_full_queue_makes_callers_wait_for_room_until_their_deadline():
     apply = Recorder()
     combiner = Combiner(apply, max_batch=64, capacity=4)

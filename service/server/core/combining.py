@@ -176,6 +176,9 @@ class Combiner:
 
         Raises what `run` raises, but CombinerClosedError and OverloadedError."""
         with self._mutex:
+            if item._state == _QUEUED and item.cancelled and item not in self._queue:
+                # withdrawn before it was submitted (and perhaps never will be)
+                item.fail(CallCancelledError("the call ended before its samples were applied"))
             if item._state == _DONE:
                 return item.outcome()
             item._wake = threading.Lock()
