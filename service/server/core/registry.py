@@ -177,18 +177,7 @@ class ModelRegistry:
                            warm_up: bool) -> LiveModel:
         """`create` of a model that starts from a given state (its name is reserved)."""
         stack.engine.load_layer_states(initial_state(stack.params))
-        model = self._model(name, stack, None)
-        session = model.session
-        if self._data_dir is not None:
-            document = {**stack.config.to_dict(), "create_time": session.create_time}
-            try:
-                session.store = self._data_dir.create_model(
-                    name, document, initial=session.snapshot_contents())
-            except OSError as err:
-                self._metrics.remove_model(name)
-                raise UnavailableError(f"cannot store model {name!r}: {err}") from err
-        session.recover()  # loads the first snapshot back, opens the new model's empty log
-        return self._register(model, warm_up)
+        return self._register_started(self._model(name, stack, None), warm_up)
 
     def _create_from_snapshot(self, name: str, stack: HebbianStack, header: dict,
                               arrays: dict[str, np.ndarray], warm_up: bool) -> LiveModel:
@@ -202,14 +191,20 @@ class ModelRegistry:
             raise InvalidInputError(f"the snapshot of model {name!r} does not fit its config: "
                                     f"{err}", "bad_snapshot") from None
         session.create_time = float(header.get("model_create_time", session.create_time))
+        return self._register_started(model, warm_up)
+
+    def _register_started(self, model: LiveModel, warm_up: bool) -> LiveModel:
+        """Persist and serve a new model that starts from its session's state now: with a
+        data directory, that state is its first snapshot, written before it appears."""
+        session = model.session
         if self._data_dir is not None:
-            document = {**stack.config.to_dict(), "create_time": session.create_time}
+            document = {**session.stack.config.to_dict(), "create_time": session.create_time}
             try:
                 session.store = self._data_dir.create_model(
-                    name, document, initial=session.snapshot_contents())
+                    model.name, document, initial=session.snapshot_contents())
             except OSError as err:
-                self._metrics.remove_model(name)
-                raise UnavailableError(f"cannot store model {name!r}: {err}") from err
+                self._metrics.remove_model(model.name)
+                raise UnavailableError(f"cannot store model {model.name!r}: {err}") from err
         session.recover()  # loads the first snapshot back, opens the new model's empty log
         return self._register(model, warm_up)
 
