@@ -275,3 +275,21 @@ def test_restore_goes_back_to_a_snapshot_and_survives_recovery(data_dir):
     assert recovered.status().step == 5
     assert np.array_equal(recovered.stack.state_arrays()["layer0.kernel"],
                           arrays["layer0.kernel"])
+
+
+def test_a_learning_rate_too_large_for_the_data_is_reported_once_with_the_numbers(
+    data_dir, caplog
+):
+    session = make_session(data_dir)  # sanger, learning_rate 0.01
+    with caplog.at_level("WARNING", logger="service.server.core.session"):
+        process(session, samples(3) * 20)  # ||x||^2 ~ 2400: 0.01 * 2400 >> 1
+        process(session, samples(3) * 20)
+    warnings = [r.getMessage() for r in caplog.records if "learning_rate" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "model 'm': learning_rate=0.01 is too large for this input" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="service.server.core.session"):
+        session.reset(seed=1)
+        process(session, samples(3) * 0.1)  # small again after a reset: nothing to say
+    assert not [r for r in caplog.records if "learning_rate" in r.getMessage()]
+    session.close(final_snapshot=False)

@@ -41,6 +41,7 @@ from service.model import HebbianStack, StackConfig
 from service.model.engine import EngineResult
 from service.model.layer_state import HebbianState
 from service.model.quality import LayerStatsValues, QualityTracker
+from service.model.stability import rate_warning
 from service.model.updates import LayerChanges
 from service.server.bounds import quote
 from service.server.refusals import RefusalTracker
@@ -153,6 +154,7 @@ class ModelSession:
         self._refusals = RefusalTracker()
         self._reported_fraction = 0.0
         self._last_skipped = 0  # learning samples the last batch refused
+        self._rates_checked = False  # whether the learning rates met the data's scale yet
         self._created_hyper = stack.hyper_parameters()  # of snapshots that carry none
         self._unsnapshotted = 0  # changes applied since the last snapshot
         self._snapshot_time = time.monotonic()
@@ -198,6 +200,8 @@ class ModelSession:
             except DurabilityError as err:
                 self._refuse_unlogged(requests, fresh, results, err)
                 return
+        if learning and not self._rates_checked:
+            self._check_rates(samples)
         started = time.perf_counter()
         answers = self._run(samples, flags, spans, learning)
         seconds = time.perf_counter() - started
@@ -263,6 +267,15 @@ class ModelSession:
                                   before.step + int(applied[stop - 1])))
         return answers
 
+    def _check_rates(self, samples: np.ndarray) -> None:
+        """Once per model (again after an update, reset or restore): warn when the first
+        samples it learns from are too large for its first layer's learning rates."""
+        self._rates_checked = True
+        message = rate_warning(self.stack.params[0], samples,
+                               self.stack.layer_states()[0].kernel)
+        if message:
+            log.warning("model %r: %s", self.name, message)
+
     def _watch_refusals(self, learning: int, refused: int) -> None:
         """Track the refused share of recent learning samples; log when the model starts
         (one WARNING) or stops refusing most of its updates."""
@@ -284,6 +297,7 @@ class ModelSession:
         """The weights were replaced (Reset, Restore, recovery): no refusals yet."""
         self._refusals.clear()
         self._reported_fraction = 0.0
+        self._rates_checked = False
         self._observer.set_skipped_fraction(0.0)
 
     # -- other changes -------------------------------------------------------------------
@@ -305,6 +319,7 @@ class ModelSession:
             with _refused_unless_logged("UpdateModel"):
                 self.store.append_update(changes)
         self.replay_update(changes)
+        self._rates_checked = False
         self._unsnapshotted += 1
         return self.status()
 
