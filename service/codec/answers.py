@@ -1,7 +1,7 @@
 """A Process or StreamProcess answer as the client reads it: a `ProcessResult`.
 
 The server writes the answer from a `service.answer.Answer` (activations, skipped, step)
-with the request's model and id (`service.server.sample_requests.answer_fields`, tensors
+with the request's model and id (`service.server.rpc.sample_requests.answer_fields`, tensors
 through `tensors.encode_tensor`).
 
 `ProcessResult` stays its own type rather than being `Answer`: it is the public client type

@@ -26,7 +26,7 @@ from service.model import HebbianStack, StackConfig
 from service.model.layer_state import state_key
 from service.model.rules import HebbianState
 from service.server.config import EMBEDDED_MODELS
-from service.server.names import DEFAULT_MODEL
+from service.server.core.names import DEFAULT_MODEL
 from tests.durability.conftest import kill
 from tests.server_process import ServerProcess
 

@@ -11,7 +11,7 @@ from service.answer import Answer
 from service.api import hebbian_pb2 as pb
 from service.codec.tensors import decode_samples, encode_tensor
 from service.errors import DomainError, LimitExceededError
-from service.server import bounds
+from service.server.core import bounds
 from service.server.core.combining import Pending
 from service.server.core.live_model import LiveModel
 from service.server.core.registry import ModelRegistry

@@ -25,7 +25,7 @@ import grpc
 
 from service.api import hebbian_pb2 as pb
 from service.errors import DomainError, InternalError
-from service.server.sample_requests import RequestParser, answer_fields
+from service.server.rpc.sample_requests import RequestParser, answer_fields
 
 log = logging.getLogger(__name__)
 

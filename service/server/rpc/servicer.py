@@ -22,11 +22,12 @@ from service.codec.configs import config_from_proto
 from service.codec.model_state import decode_states, layer_states_to_proto, model_state_to_proto
 from service.codec.models import model_to_proto, snapshot_to_proto
 from service.errors import DomainError, InvalidInputError
-from service.server import bounds, update_request
+from service.server.core import bounds
 from service.server.core.registry import ModelRegistry
-from service.server.sample_requests import RequestParser, answer_fields
-from service.server.statuses import status_code
-from service.server.stream_pipeline import answer_stream
+from service.server.rpc import update_request
+from service.server.rpc.sample_requests import RequestParser, answer_fields
+from service.server.rpc.statuses import status_code
+from service.server.rpc.stream_pipeline import answer_stream
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from concurrent import futures
 
 import grpc
 
-from service.server import security
 from service.server.config import ServerConfig
+from service.server.security import protection
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -23,7 +23,7 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", size),
         ("grpc.max_send_message_length", size),
         ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
-        *security.channel_options(config),
+        *protection.channel_options(config),
     ]
 
 

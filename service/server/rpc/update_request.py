@@ -24,7 +24,7 @@ from service.api import hebbian_pb2 as pb
 from service.codec.configs import LAYER_FIELDS, wire_float
 from service.errors import InvalidInputError
 from service.model.updates import UPDATABLE, LayerChanges
-from service.server.bounds import quote
+from service.server.core.bounds import quote
 
 PREFIX = "config.layers."
 
