@@ -1,6 +1,6 @@
 """Python client of the Hebbian service (`hebbian.v1.HebbianService`).
 
-Samples travel as raw little-endian float32 bytes (`Tensor.raw`, `service.client_codec`),
+Samples travel as raw little-endian float32 bytes (`Tensor.raw`, `service.codec`),
 the fast encoding; activations come back the same way. Every failure surfaces as
 `HebbianError` (with the gRPC status code and the server's message); an unreachable
 server raises its subclass `ServerUnavailableError` after at most `connect_timeout`
@@ -40,19 +40,12 @@ import numpy as np
 from google.protobuf import field_mask_pb2
 
 from service.api import hebbian_pb2, hebbian_pb2_grpc
-from service.client_codec import (  # re-exported: the client's public names
-    ModelState,
-    ProcessResult,
-    config_from_proto,
-    config_to_proto,
-    decode_tensor,
-    encode_samples,
-    layer_states_to_proto,
-    model_state,
-    process_result,
-)
 from service.client_resume import Message, Outbox, Reconnect, StreamOutOfOrderError, resumable
 from service.client_retry import channel_options
+from service.codec.answers import ProcessResult, process_result  # re-exported: public names
+from service.codec.configs import config_from_proto, config_to_proto
+from service.codec.model_state import ModelState, layer_states_to_proto, model_state
+from service.codec.tensors import decode_tensor, encode_samples
 
 __all__ = [
     "DEFAULT_TARGET", "MODEL_HEADER", "ClientSurface", "HebbianClient", "HebbianError",

@@ -31,8 +31,8 @@ from service.client import (
     request_model,
     stream_message,
 )
-from service.client_codec import ProcessResult, process_result
 from service.client_resume import Ledger, Message, Reconnect, StreamOutOfOrderError, resumable
+from service.codec.answers import ProcessResult, process_result
 
 
 class AsyncHebbianClient(ClientSurface):

@@ -1,10 +1,10 @@
 """The service's domain errors: what a request can run into, without any transport.
 
 The model core, the codec and the state layer raise these; the gRPC servicer maps each
-class to one status code in one table (`service.server.statuses`), and the Python
+class to one status code in one table (`service.server.rpc.statuses`), and the Python
 client raises the same classes for what it refuses before sending. Every message is
 written for the caller (what is wrong, what was expected); inputs are quoted with
-`service.server.bounds.quote`, and a message longer than `MAX_MESSAGE_CHARS` is cut,
+`service.server.core.bounds.quote`, and a message longer than `MAX_MESSAGE_CHARS` is cut,
 because gRPC carries it in trailers of limited size.
 """
 

@@ -2,8 +2,8 @@
 
 It serves `hebbian.v1.HebbianService/Process` and `/StreamProcess` through a generic
 handler on the same transport as the real server with its default settings
-(`service.server.transport`: thread pool, maximum concurrent RPCs, message size limits,
-keepalive) and no interceptors (no metrics, no auth), with the same protobuf
+(`service.server.transport.grpc_server`: thread pool, maximum concurrent RPCs, message
+size limits, keepalive) and no interceptors (no metrics, no auth), with the same protobuf
 (de)serialisers, and answers every request with a response of the size the real
 server would send: `n x output_dim` raw float32 activations (zeros) for a request of `n`
 samples, plus step, request id and model name. No validation, no queue, no model: what
@@ -26,7 +26,7 @@ import grpc
 
 from service.api import hebbian_pb2 as pb
 from service.server.config import ServerConfig
-from service.server.transport import grpc_server
+from service.server.transport.grpc_server import grpc_server
 
 SERVICE = "hebbian.v1.HebbianService"
 

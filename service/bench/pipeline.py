@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--messages, --samples-per-message, --window and --repeats must be >= 1")
 
     from service.server.config import ServerConfig
+    from service.server.rpc.servicer import HebbianServicer
     from service.server.runtime import HebbianServer
-    from service.server.servicer import HebbianServicer
 
     model = {"input_dim": INPUT_DIM, "layers": [{"units": UNITS, "rule": RULE, "seed": 0}]}
     config = ServerConfig(host="127.0.0.1", port=0, metrics_port=0, data_dir=None,

@@ -17,7 +17,7 @@ import sys
 import threading
 
 from service.server.config import ConfigError, ServerConfig, add_arguments, load_config
-from service.server.logs import configure_logging
+from service.server.observability.logs import configure_logging
 
 log = logging.getLogger("service.server")
 

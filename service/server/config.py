@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
-from service.server.bounds import DEFAULT_MAX_LAYERS, DEFAULT_MAX_MODEL_COST
-from service.server.names import DEFAULT_MODEL, name_problem
-from service.server.tokens import TokenError, Tokens, load_tokens
+from service.server.core.bounds import DEFAULT_MAX_LAYERS, DEFAULT_MAX_MODEL_COST
+from service.server.core.names import DEFAULT_MODEL, name_problem
+from service.server.security.tokens import TokenError, Tokens, load_tokens
 from service.sharding.ordinal import ordinal_from_pod_name
 
 EMBEDDED_MODELS: dict[str, dict] = {
@@ -201,7 +201,7 @@ SETTINGS = (
     _Setting("max_model_cost", int, "most multiply-adds per sample of a model CreateModel "
              "accepts (see Limits in the README; more: RESOURCE_EXHAUSTED)", _positive,
              "an integer >= 1", "limits"),
-    # -- security (see service/server/security.py and the README's "Security") --
+    # -- security (see service/server/security/protection.py and the README's "Security") --
     _Setting("tls_cert", file_path, "PEM server certificate (chain): serve TLS instead of "
              "plaintext", expected="a file path"),
     _Setting("tls_key", file_path, "PEM private key of --tls-cert", expected="a file path"),

@@ -24,21 +24,23 @@ from collections.abc import Callable
 from service.api import hebbian_pb2_grpc
 from service.errors import DomainError
 from service.model.native_engine import configure_cache, default_cache_dir
-from service.server import reflection, security, transport
 from service.server.config import ConfigError, ServerConfig
 from service.server.core.registry import ModelRegistry
 from service.server.core.session import SnapshotSchedule
-from service.server.health import API_SERVICE, Health
-from service.server.logs import json_logging
-from service.server.metrics import ServerMetrics
-from service.server.probes import HealthPort
-from service.server.runtime_metrics import (
+from service.server.observability.logs import json_logging
+from service.server.observability.metrics import ServerMetrics
+from service.server.observability.runtime_metrics import (
     DataDirCollector,
     MemoryLimitCollector,
     register_disk_full,
     register_readiness,
 )
-from service.server.servicer import HebbianServicer
+from service.server.rpc.servicer import HebbianServicer
+from service.server.security import protection
+from service.server.transport import reflection
+from service.server.transport.grpc_server import grpc_server
+from service.server.transport.health import API_SERVICE, Health
+from service.server.transport.probes import HealthPort
 from service.sharding.ownership import OwnershipInterceptor
 from service.sharding.placement import ShardPlacement
 from service.sharding.slot_table import SlotTableError, format_ranges
@@ -108,8 +110,8 @@ class HebbianServer:
                     if self.placement else [])
         if self.placement is not None:
             self.placement.register_metrics(self.metrics.registry)
-        self._server = transport.grpc_server(  # the benchmark's echo server uses the same
-            config, [self.metrics.interceptor(), *security.interceptors(config), *sharding]
+        self._server = grpc_server(  # the benchmark's echo server uses the same
+            config, [self.metrics.interceptor(), *protection.interceptors(config), *sharding]
         )
         servicer = HebbianServicer(
             self.registry, config.limits.max_samples_per_request, config.limits.max_message_bytes
@@ -119,7 +121,7 @@ class HebbianServer:
         reflection.enable_reflection(
             (API_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME), self._server
         )
-        self._credentials = security.server_credentials(config)  # ConfigError: bad TLS files
+        self._credentials = protection.server_credentials(config)  # ConfigError: bad TLS files
         self._health_port = HealthPort(self.health) if config.health_port is not None else None
 
     @property
@@ -136,7 +138,7 @@ class HebbianServer:
         """
         models = self._open_models()
         address = f"{_host(self.config.host)}:{self.config.port}"
-        self.port = security.bind(self._server, address, self._credentials)
+        self.port = protection.bind(self._server, address, self._credentials)
         if not self.port:
             self._release()
             raise StartupError(f"cannot listen on {address} (address in use or not local)")
@@ -166,9 +168,9 @@ class HebbianServer:
             API_SERVICE, self.target, _host(self.config.host), self.metrics.http_port,
             ", ".join(self.registry.names()),
         )
-        for line in security.posture(self.config):
+        for line in protection.posture(self.config):
             log.info("security: %s", line)
-        for line in security.warnings(self.config):
+        for line in protection.warnings(self.config):
             log.warning("security: %s", line)
         if self.config.batch_linger:
             log.warning("batch_linger is retired and ignored: requests that queue behind the "

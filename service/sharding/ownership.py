@@ -25,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from service.server.health import API_SERVICE
+from service.server.transport.health import API_SERVICE
 from service.sharding.placement import ShardPlacement
 
 _MODEL_FIELDS = ("model", "name")

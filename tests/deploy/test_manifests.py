@@ -15,7 +15,7 @@ import yaml
 
 from service.server.app import add_serve_arguments
 from service.server.config import load_config
-from service.server.health import LIVENESS, READINESS
+from service.server.transport.health import LIVENESS, READINESS
 from tests.deploy.tools import (
     CONFIG_TOML,
     DOCKERFILE,

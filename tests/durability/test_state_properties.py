@@ -21,11 +21,12 @@ import pytest
 from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
 from service.client import decode_tensor, encode_samples
+from service.codec.configs import config_from_proto
 from service.model import HebbianStack, StackConfig
+from service.model.layer_state import state_key
 from service.model.rules import HebbianState
 from service.server.config import EMBEDDED_MODELS
-from service.server.messages import config_from_proto
-from service.server.names import DEFAULT_MODEL
+from service.server.core.names import DEFAULT_MODEL
 from tests.durability.conftest import kill
 from tests.server_process import ServerProcess
 
@@ -191,7 +192,7 @@ class Run:
             expected = ref.stack.state_arrays()
             for index, layer in enumerate(response.layers):
                 for field in HebbianState._fields:
-                    key = f"layer{index}.{field}"
+                    key = state_key(index, field)
                     if field == "step":
                         assert layer.step == int(expected[key]), (key, self.log)
                         continue

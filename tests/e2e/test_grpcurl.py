@@ -66,7 +66,8 @@ def test_describe_process_request_shows_the_field_names_tools_rely_on(grpcurl, h
 
 
 def test_describe_shows_the_proto_comments(grpcurl, hebbian_server):
-    # reflection serves the descriptors with their source info (service/server/reflection.py)
+    # reflection serves the descriptors with their source info
+    # (service/server/transport/reflection.py)
     service = grpcurl(hebbian_server.target, "describe", SERVICE)
     assert service.returncode == 0, service.stderr
     assert "// Serves persistent Hebbian models: online learning, inference and model" in (

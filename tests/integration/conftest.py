@@ -14,9 +14,9 @@ import pytest
 
 from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
+from service.codec.configs import config_to_proto
 from service.model import StackConfig
 from service.server.config import Limits, ServerConfig
-from service.server.messages import config_to_proto
 from service.server.runtime import HebbianServer
 
 MAX_SAMPLES = 4096

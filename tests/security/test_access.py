@@ -20,9 +20,9 @@ from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
 from service.client import HebbianClient, tls_credentials
 from service.server.config import ServerConfig
-from service.server.health import API_SERVICE
 from service.server.runtime import HebbianServer
-from service.server.tokens import Tokens
+from service.server.security.tokens import Tokens
+from service.server.transport.health import API_SERVICE
 from tests.e2e.grpcurl import grpcurl_binary
 from tests.security.conftest import LogRecords, health, raw, running
 from tests.server_process import free_port

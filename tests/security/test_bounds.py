@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
 from service.errors import MAX_MESSAGE_CHARS, InvalidInputError, LimitExceededError
-from service.server import bounds
+from service.server.core import bounds
 from service.server.core.registry import ModelRegistry
-from service.server.metrics import ServerMetrics
+from service.server.observability.metrics import ServerMetrics
 from tests.security.conftest import health, raw
 
 OK, INVALID = grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
-from service.server.names import DEFAULT_MODEL
+from service.server.core.names import DEFAULT_MODEL
 from tests.security.conftest import MAX_MESSAGE_BYTES, MAX_SAMPLES, health, raw, rows
 
 OK, INVALID = grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT

@@ -12,7 +12,7 @@ from service.bench import load
 from service.bench.echo import start_echo
 from service.bench.procs import MicroBatches, free_port, micro_batches, usage
 from service.bench.service import SCENARIOS, evaluate_targets, format_table
-from service.server.metrics import ServerMetrics
+from service.server.observability.metrics import ServerMetrics
 
 
 @pytest.fixture(scope="module")

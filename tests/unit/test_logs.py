@@ -1,5 +1,5 @@
-"""Log output: JSON lines (service/server/logs.py) and TensorFlow's start-up noise kept out
-of stderr (service/tf_noise.py)."""
+"""Log output: JSON lines (service/server/observability/logs.py) and TensorFlow's start-up
+noise kept out of stderr (service/tf_noise.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import warnings
 import pytest
 
 from service import tf_noise
-from service.server.logs import configure_logging, json_logging
+from service.server.observability.logs import configure_logging, json_logging
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.model.quality import LayerStatsValues
-from service.server.metrics import GRPC_CODE_NAMES, ServerMetrics
+from service.server.observability.grpc_metrics import GRPC_CODE_NAMES
+from service.server.observability.metrics import ServerMetrics
 
 SERVICE = "test.v1.Probe"
 NAN = float("nan")

@@ -11,9 +11,9 @@ from service.model import HebbianStack, StackConfig
 from service.model.updates import UpdateError, check_changes
 from service.model.weights_file import FORMAT, WeightsFileError, load_weights, save_weights
 from service.server.core.live_model import LiveModel
+from service.server.core.refusals import RefusalTracker
 from service.server.core.session import ModelSession
-from service.server.metrics import ServerMetrics
-from service.server.refusals import RefusalTracker
+from service.server.observability.metrics import ServerMetrics
 from service.state import records
 from service.state.records import BatchRecord, ResetRecord, UpdateRecord
 from service.state.store import DataDir

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from service.model import HebbianStack, StackConfig
+from service.model.layer_state import state_key
 from service.model.quality import LayerStatsValues, QualityTracker, orthonormality_error
 
 
@@ -29,7 +30,7 @@ def make_stack(input_dim: int, *layers: dict) -> HebbianStack:
 def set_state(stack: HebbianStack, index: int, **fields) -> None:
     arrays = stack.state_arrays()
     for field, value in fields.items():
-        key = f"layer{index}.{field}"
+        key = state_key(index, field)
         arrays[key] = np.asarray(value, arrays[key].dtype)
     stack.load_state_arrays(arrays)
 

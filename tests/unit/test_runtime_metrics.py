@@ -1,4 +1,5 @@
-"""Readiness and data-directory gauges (service/server/runtime_metrics.py), read on scrape."""
+"""Readiness and data-directory gauges (service/server/observability/runtime_metrics.py),
+read on scrape."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.server.runtime_metrics import (
+from service.server.observability.runtime_metrics import (
     DataDirCollector,
     MemoryLimitCollector,
     memory_limit_bytes,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from service.server.auth import PROCESS_METHODS, bearer_token, required_scope
 from service.server.config import ConfigError, Limits, ServerConfig, add_arguments, load_config
-from service.server.limits import keepalive_options
-from service.server.security import posture, server_credentials
-from service.server.tokens import TokenError, Tokens, load_tokens
+from service.server.security.auth import PROCESS_METHODS, bearer_token, required_scope
+from service.server.security.protection import posture, server_credentials
+from service.server.security.tokens import TokenError, Tokens, load_tokens
+from service.server.transport.limits import keepalive_options
 
 ADMIN = "A" * 24
 PROCESS = "p" * 16 + "-1"
@@ -173,7 +173,7 @@ def test_keepalive_options_enforce_a_minimum_client_ping_interval():
 
 
 def test_warnings_name_an_empty_token_file_and_streams_that_can_take_every_worker(tmp_path):
-    from service.server.security import warnings
+    from service.server.security.protection import warnings
 
     empty = tmp_path / "tokens"
     empty.write_text("# admin <token>\n")

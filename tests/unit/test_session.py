@@ -16,7 +16,7 @@ from service.model import HebbianStack, StackConfig
 from service.server.core.live_model import LiveModel
 from service.server.core.session import ModelSession, SampleRequest, SnapshotSchedule
 from service.server.core.snapshot_timer import SnapshotTimer
-from service.server.metrics import ServerMetrics
+from service.server.observability.metrics import ServerMetrics
 from service.state.records import BatchRecord, RequestSpan, ResetRecord
 from service.state.store import DataDir, ModelStore
 from service.state.wal import WriteAheadLog

@@ -26,11 +26,11 @@ from service.errors import (
     UnavailableError,
 )
 from service.model import HebbianParams, HebbianStack, HebbianState, StackConfig
-from service.server import bounds
+from service.server.core import bounds
 from service.server.core.live_model import LiveModel
+from service.server.core.names import DEFAULT_MODEL, name_problem
 from service.server.core.session import ModelSession, SnapshotSchedule
 from service.server.core.snapshot_timer import SnapshotTimer
-from service.server.names import DEFAULT_MODEL, name_problem
 from service.state.store import DataDir
 
 log = logging.getLogger(__name__)

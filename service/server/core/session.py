@@ -43,8 +43,8 @@ from service.model.layer_state import HebbianState
 from service.model.quality import LayerStatsValues, QualityTracker
 from service.model.stability import rate_warning
 from service.model.updates import LayerChanges
-from service.server.bounds import quote
-from service.server.refusals import RefusalTracker
+from service.server.core.bounds import quote
+from service.server.core.refusals import RefusalTracker
 from service.state.dedup import RequestWindow
 from service.state.records import BatchRecord, RequestSpan
 from service.state.snapshot import CorruptSnapshotError, SnapshotInfo

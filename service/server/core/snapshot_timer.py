@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from service.server.thread_names import name_this_thread
+from service.thread_names import name_this_thread
 
 log = logging.getLogger(__name__)
 

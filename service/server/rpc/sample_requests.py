@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from service.answer import Answer
 from service.api import hebbian_pb2 as pb
+from service.codec.tensors import decode_samples, encode_tensor
 from service.errors import DomainError, LimitExceededError
-from service.server import bounds, tensors
+from service.server.core import bounds
 from service.server.core.combining import Pending
 from service.server.core.live_model import LiveModel
 from service.server.core.registry import ModelRegistry
@@ -47,7 +48,7 @@ class RequestParser:
         model = self._registry.get(message.model)
         try:
             bounds.check_request_id(message.request_id)
-            samples = tensors.decode_samples(message.samples, model.input_dim, self._max_samples)
+            samples = decode_samples(message.samples, model.input_dim, self._max_samples)
         except DomainError as err:
             model.reject(err.reason or "invalid", err.samples)
             raise
@@ -67,7 +68,7 @@ def answer_fields(message: SampleMessage, model: LiveModel, answer: Answer) -> d
     """Fields of a Process/StreamProcess response, activations encoded like the samples."""
     return {
         # `values` is a view; reading `raw` would copy the request's sample bytes again
-        "activations": tensors.encode(answer.activations, raw=not message.samples.values),
+        "activations": encode_tensor(answer.activations, raw=not message.samples.values),
         "step": answer.step,
         "request_id": message.request_id,
         "model": model.name,

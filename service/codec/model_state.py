@@ -1,6 +1,13 @@
-"""A model's state sent by a caller (`CreateModel` with `layers`), decoded and validated.
+"""A model's full state <-> one `hebbian.v1.LayerState` per layer.
 
-The state is input like any other: each layer's arrays are checked against the layer the
+Both sides hold a state in the one flat layout of `service.model.layer_state`
+({"layer{i}.{field}": array}, as snapshots and `.npz` weights files do); on the wire it is
+one `LayerState` per layer. `layer_states_to_proto` writes it (the client sends raw bytes,
+the server answers `values`, which grpcurl shows), `model_state` reads a
+`GetModelStateResponse` on the client, `model_state_to_proto` writes one on the server.
+
+A state sent by a caller (`CreateModel` with `layers`) is input like any other, decoded
+by `decode_states`: each layer's arrays are checked against the layer the
 config builds before anything is created, and a refusal is INVALID_ARGUMENT naming the
 layer, the field and what was expected:
 
@@ -16,17 +23,80 @@ make the server allocate more than the config's own (bounded) size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.api import hebbian_pb2 as pb
+from service.codec.configs import config_from_proto, config_to_proto
+from service.codec.tensors import decode_tensor, encode_tensor
 from service.errors import InvalidInputError
-from service.model.layer_state import FIELDS, HebbianState, state_key, state_shapes
-from service.model.params import HebbianParams
+from service.model.layer_state import FIELDS, HebbianState, stack_arrays, state_key, state_shapes
 
-_LE_FLOAT32 = np.dtype("<f4")
+if TYPE_CHECKING:  # the client imports this module without the server or the engines
+    from service.model.params import HebbianParams
+    from service.server.core import session
+
 _ARRAYS = tuple(field for field in FIELDS if field != "step")
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A served model's full state as the client reads it (GetModelState): its config (the
+    `StackConfig.to_dict()` form, every setting and seed spelled out), its step, and every
+    layer's arrays in the flat layout (kernel, lateral, mask, theta float32; step int64)."""
+
+    name: str
+    config: dict
+    step: int
+    arrays: dict[str, np.ndarray]
+
+
+def model_state(response: pb.GetModelStateResponse) -> ModelState:
+    """A `GetModelStateResponse` as a `ModelState`."""
+    arrays: dict[str, np.ndarray] = {}
+    for index, layer in enumerate(response.layers):
+        for field in FIELDS:
+            arrays[state_key(index, field)] = (
+                np.array(layer.step, np.int64) if field == "step"
+                else decode_tensor(getattr(layer, field)))
+    return ModelState(response.name, config_from_proto(response.config), int(response.step),
+                      arrays)
+
+
+def model_state_to_proto(state: session.ModelState) -> pb.GetModelStateResponse:
+    """The API form of a served model's full state (the server's `ModelState`)."""
+    return pb.GetModelStateResponse(
+        name=state.name, config=config_to_proto(state.config), step=state.step,
+        layers=layer_states_to_proto(stack_arrays(state.layers), raw=False),
+    )
+
+
+def layer_states_to_proto(arrays: Mapping[str, Any], raw: bool = True) -> list[pb.LayerState]:
+    """The flat state `arrays` as one `LayerState` per layer, tensors as `raw` bytes or as
+    `values`.
+
+    Raises:
+      InvalidInputError: a layer lacks a field (named), or there is no layer 0.
+    """
+    layers, index = [], 0
+    while state_key(index, "kernel") in arrays:
+        message = pb.LayerState()
+        for field in FIELDS:
+            key = state_key(index, field)
+            if key not in arrays:
+                raise InvalidInputError(f"the state has no {key!r}", "bad_state")
+            if field == "step":
+                message.step = int(np.asarray(arrays[key]))
+            else:
+                getattr(message, field).CopyFrom(encode_tensor(arrays[key], raw=raw))
+        layers.append(message)
+        index += 1
+    if not layers:
+        raise InvalidInputError(f"the state has no {state_key(0, 'kernel')!r}", "bad_state")
+    return layers
 
 
 def decode_states(layers: Sequence[pb.LayerState], params: Sequence[HebbianParams]
@@ -82,11 +152,7 @@ def _array(index: int, field: str, tensor: pb.Tensor, shape: tuple[int, ...]) ->
         given = list(tensor.shape) or f"{count} values"
         raise InvalidInputError(f"{key} is {given}; the config needs shape {list(shape)} "
                       f"({expected} values)", "bad_state")
-    if tensor.raw:
-        array = np.frombuffer(tensor.raw, _LE_FLOAT32).astype(np.float32)
-    else:
-        array = np.array(tensor.values, np.float32)
-    array = array.reshape(shape)
+    array = decode_tensor(tensor).reshape(shape)
     if not np.isfinite(array).all():
         _refuse(index, field, "contains NaN or Inf; every value must be finite")
     return array

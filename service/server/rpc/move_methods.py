@@ -25,9 +25,10 @@ Nothing here knows about slots; the ownership interceptor checks them.
 from __future__ import annotations
 
 from service.api import hebbian_pb2 as pb
+from service.codec.configs import config_from_proto, config_to_proto
+from service.codec.models import model_to_proto
 from service.errors import DomainError, InvalidInputError
-from service.server import messages
-from service.server.statuses import status_code
+from service.server.rpc.statuses import status_code
 from service.state.snapshot import CorruptSnapshotError, decode_snapshot, encode_snapshot
 
 
@@ -80,7 +81,7 @@ class MoveMethods:
         header = {**header, "model": model.name, "model_create_time": header["create_time"]}
         data, _ = encode_snapshot(0, step, arrays, header)
         return pb.ExportModelResponse(name=model.name,
-                                      config=messages.config_to_proto(model.resolved_config()),
+                                      config=config_to_proto(model.resolved_config()),
                                       step=step, snapshot=data)
 
     def _import(self, request: pb.ImportModelRequest) -> pb.ImportModelResponse:
@@ -95,13 +96,13 @@ class MoveMethods:
                 f"ImportModel: the snapshot is of model {header.get('model')!r}, not {name!r}",
                 "bad_snapshot")
         model = self._registry.import_model(
-            name, messages.config_from_proto(request.config), header, arrays,
+            name, config_from_proto(request.config), header, arrays,
             arrival_reason(name, request.from_shard))
-        return pb.ImportModelResponse(model=messages.model_to_proto(model.status()))
+        return pb.ImportModelResponse(model=model_to_proto(model.status()))
 
     def _unfreeze(self, request: pb.UnfreezeModelRequest) -> pb.UnfreezeModelResponse:
         status = self._registry.get(request.name).unfreeze()
-        return pb.UnfreezeModelResponse(model=messages.model_to_proto(status))
+        return pb.UnfreezeModelResponse(model=model_to_proto(status))
 
     def _release(self, request: pb.ReleaseModelRequest) -> pb.ReleaseModelResponse:
         self._registry.release(request.name)

@@ -18,13 +18,17 @@ import grpc
 
 from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
+from service.codec.configs import config_from_proto
+from service.codec.model_state import decode_states, layer_states_to_proto, model_state_to_proto
+from service.codec.models import model_to_proto, snapshot_to_proto
 from service.errors import DomainError, InvalidInputError
-from service.server import bounds, messages, state_input, tensors, update_request
+from service.server.core import bounds
 from service.server.core.registry import ModelRegistry
-from service.server.move_methods import MoveMethods
-from service.server.sample_requests import RequestParser, answer_fields
-from service.server.statuses import status_code
-from service.server.stream_pipeline import answer_stream
+from service.server.rpc import update_request
+from service.server.rpc.move_methods import MoveMethods
+from service.server.rpc.sample_requests import RequestParser, answer_fields
+from service.server.rpc.statuses import status_code
+from service.server.rpc.stream_pipeline import answer_stream
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +90,12 @@ class HebbianServicer(MoveMethods, pb_grpc.HebbianServiceServicer):
     @_statuses
     def CreateModel(self, request: pb.CreateModelRequest, context) -> pb.CreateModelResponse:
         """Create a named model from its layer-stack config."""
-        config = messages.config_from_proto(request.config)
+        config = config_from_proto(request.config)
         initial = None
         if request.layers:  # the model starts from the given state, validated as input
-            initial = functools.partial(state_input.decode_states, request.layers)
+            initial = functools.partial(decode_states, request.layers)
         model = self._registry.create(request.name, config, initial_state=initial)
-        return pb.CreateModelResponse(model=messages.model_to_proto(model.status()))
+        return pb.CreateModelResponse(model=model_to_proto(model.status()))
 
     @_statuses
     def GetModelState(
@@ -99,7 +103,7 @@ class HebbianServicer(MoveMethods, pb_grpc.HebbianServiceServicer):
     ) -> pb.GetModelStateResponse:
         """A model's full state, read between batches; writes nothing."""
         model = self._registry.get(request.name)
-        return messages.model_state_to_proto(model.model_state())
+        return model_state_to_proto(model.model_state())
 
     @_statuses
     def UpdateModel(self, request: pb.UpdateModelRequest, context) -> pb.UpdateModelResponse:
@@ -107,18 +111,18 @@ class HebbianServicer(MoveMethods, pb_grpc.HebbianServiceServicer):
         model = self._registry.get(request.model.name)
         changes = update_request.layer_changes(request, len(model.stack.params))
         status = model.update(changes)
-        return pb.UpdateModelResponse(model=messages.model_to_proto(status))
+        return pb.UpdateModelResponse(model=model_to_proto(status))
 
     @_statuses
     def GetModel(self, request: pb.GetModelRequest, context) -> pb.GetModelResponse:
         """A model's config, counters and live statistics."""
         model = self._registry.get(request.name)
-        return pb.GetModelResponse(model=messages.model_to_proto(model.status()))
+        return pb.GetModelResponse(model=model_to_proto(model.status()))
 
     @_statuses
     def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         """Every model, sorted by name."""
-        models = [messages.model_to_proto(model.status()) for model in self._registry.list()]
+        models = [model_to_proto(model.status()) for model in self._registry.list()]
         return pb.ListModelsResponse(models=models)
 
     @_statuses
@@ -135,23 +139,15 @@ class HebbianServicer(MoveMethods, pb_grpc.HebbianServiceServicer):
         if seed is not None:
             bounds.check_reset_seed(seed, len(model.stack.params))
         status = model.reset(seed)
-        return pb.ResetResponse(model=messages.model_to_proto(status))
+        return pb.ResetResponse(model=model_to_proto(status))
 
     @_statuses
     def Snapshot(self, request: pb.SnapshotRequest, context) -> pb.SnapshotResponse:
         """Persist a model's state now (after its queued requests); optionally return it."""
         model = self._registry.get(request.name)
         info, arrays = model.snapshot()
-        layers = []
-        if request.include_weights:
-            for index in range(len(model.stack.params)):
-                state = {field: arrays[f"layer{index}.{field}"]
-                         for field in ("kernel", "lateral", "mask", "theta")}
-                layers.append(pb.LayerState(
-                    **{field: tensors.encode(value, raw=False) for field, value in state.items()},
-                    step=int(arrays[f"layer{index}.step"]),
-                ))
-        return pb.SnapshotResponse(snapshot=messages.snapshot_to_proto(info), layers=layers)
+        layers = layer_states_to_proto(arrays, raw=False) if request.include_weights else []
+        return pb.SnapshotResponse(snapshot=snapshot_to_proto(info), layers=layers)
 
     @_statuses
     def ListSnapshots(
@@ -160,7 +156,7 @@ class HebbianServicer(MoveMethods, pb_grpc.HebbianServiceServicer):
         """A model's kept snapshots, oldest first."""
         model = self._registry.get(request.name)
         snapshots = model.store.list_snapshots() if model.store is not None else []
-        return pb.ListSnapshotsResponse(snapshots=map(messages.snapshot_to_proto, snapshots))
+        return pb.ListSnapshotsResponse(snapshots=map(snapshot_to_proto, snapshots))
 
     @_statuses
     def Restore(self, request: pb.RestoreRequest, context) -> pb.RestoreResponse:
@@ -169,4 +165,4 @@ class HebbianServicer(MoveMethods, pb_grpc.HebbianServiceServicer):
         if not request.snapshot_id:
             raise InvalidInputError("Restore needs a snapshot_id (see ListSnapshots)")
         status = model.restore(request.snapshot_id)
-        return pb.RestoreResponse(model=messages.model_to_proto(status))
+        return pb.RestoreResponse(model=model_to_proto(status))

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
-from service.server.health import API_SERVICE
-from service.server.tokens import ADMIN, PROCESS, Tokens
+from service.server.security.tokens import ADMIN, PROCESS, Tokens
+from service.server.transport.health import API_SERVICE
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 PROCESS_METHODS = frozenset(

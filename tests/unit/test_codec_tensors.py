@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from service.api import hebbian_pb2 as pb
+from service.codec.tensors import decode_samples, encode_tensor
 from service.errors import DomainError, InvalidInputError, LimitExceededError
-from service.server.tensors import decode_samples, encode
 
 WIDTH = 4
 rng = np.random.default_rng(0)
@@ -85,7 +85,7 @@ def test_more_samples_than_the_limit_are_resource_exhausted():
 
 @pytest.mark.parametrize("raw", [True, False])
 def test_encode_keeps_shape_and_values_in_the_requested_encoding(raw):
-    tensor = encode(X, raw=raw)
+    tensor = encode_tensor(X, raw=raw)
 
     assert list(tensor.shape) == [3, WIDTH]
     assert bool(tensor.raw) is raw and bool(tensor.values) is not raw

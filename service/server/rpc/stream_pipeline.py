@@ -25,8 +25,8 @@ import grpc
 
 from service.api import hebbian_pb2 as pb
 from service.errors import DomainError, InternalError
-from service.server.sample_requests import RequestParser, answer_fields
-from service.server.thread_names import named_target
+from service.server.rpc.sample_requests import RequestParser, answer_fields
+from service.thread_names import named_target
 
 log = logging.getLogger(__name__)
 

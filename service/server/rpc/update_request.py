@@ -20,15 +20,13 @@ model before anything is logged).
 
 from __future__ import annotations
 
-import numpy as np
-
 from service.api import hebbian_pb2 as pb
+from service.codec.configs import LAYER_FIELDS, wire_float
 from service.errors import InvalidInputError
 from service.model.updates import UPDATABLE, LayerChanges
-from service.server.bounds import quote
+from service.server.core.bounds import quote
 
 PREFIX = "config.layers."
-_LAYER_FIELDS = pb.LayerConfig.DESCRIPTOR.fields_by_name
 
 
 def layer_changes(request: pb.UpdateModelRequest, layers: int) -> LayerChanges:
@@ -60,8 +58,7 @@ def layer_changes(request: pb.UpdateModelRequest, layers: int) -> LayerChanges:
         for index in range(layers):
             entry = entries[0] if len(entries) == 1 else entries[index]
             if entry.HasField(field):
-                # float fields are float32 on the wire: keep their shortest decimal form
-                changes[index][field] = float(str(np.float32(getattr(entry, field))))
+                changes[index][field] = wire_float(getattr(entry, field))
     return tuple(changes)
 
 
@@ -73,7 +70,7 @@ def _field(path: str) -> str:
     field = path.removeprefix(PREFIX) if path.startswith(PREFIX) else None
     if field in UPDATABLE:
         return field
-    if field in _LAYER_FIELDS or path in ("config", "config.layers", "config.input_dim",
+    if field in LAYER_FIELDS or path in ("config", "config.layers", "config.input_dim",
                                           "config.engine", "name"):
         raise InvalidInputError(
             f"field {quote(path)} cannot be updated: only the learning-rate and "

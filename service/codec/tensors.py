@@ -1,4 +1,10 @@
-"""`hebbian.v1.Tensor` <-> numpy: decoding and validating samples, encoding activations.
+"""`hebbian.v1.Tensor` <-> numpy, for the client and the server alike.
+
+Encoding: `encode_tensor` writes any float32 array with its shape, as `raw`
+(little-endian float32 bytes, the fast form) or as `values` (what grpcurl reads);
+`encode_samples` is the client's form of a batch of samples. Decoding: `decode_tensor`
+reads a tensor back as it is (the client's activations, a layer's state), and
+`decode_samples` reads and validates the samples of a request for a model's input width.
 
 Samples decode to a float32 array of shape (n, width) for the model's input width:
 `raw` (little-endian float32 bytes) through `np.frombuffer`, without a copy, or
@@ -9,6 +15,8 @@ for anything else.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -101,9 +109,34 @@ def _rows(shape: list[int], count: int, width: int) -> int:
     return rows
 
 
-def encode(array: np.ndarray, raw: bool) -> pb.Tensor:
-    """A Tensor of a 2-D float32 array, as `raw` bytes or as `values`, with its shape."""
+def encode_tensor(array: Any, raw: bool = True) -> pb.Tensor:
+    """A Tensor of an array-like as float32, with its shape: `raw` bytes or `values`."""
+    array = np.ascontiguousarray(array, _LE_FLOAT32)
     if raw:
-        data = np.ascontiguousarray(array, _LE_FLOAT32).tobytes()
-        return pb.Tensor(shape=array.shape, raw=data)
+        return pb.Tensor(shape=array.shape, raw=array.tobytes())
     return pb.Tensor(shape=array.shape, values=array.ravel().tolist())
+
+
+def encode_samples(samples: Any) -> pb.Tensor:
+    """A (n, width) or (width,) array-like as a raw little-endian float32 `Tensor`.
+
+    Raises:
+      InvalidInputError: the samples are not 1-D or 2-D.
+    """
+    array = np.ascontiguousarray(samples, dtype=_LE_FLOAT32)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2:
+        raise InvalidInputError(f"samples must be 1-D or 2-D; got shape {array.shape}")
+    return encode_tensor(array)
+
+
+def decode_tensor(tensor: pb.Tensor) -> np.ndarray:
+    """A `Tensor` (raw or values) as a writable float32 array of its shape (a flat array
+    when the shape is omitted)."""
+    if tensor.raw:
+        array = np.frombuffer(tensor.raw, dtype=_LE_FLOAT32).astype(np.float32)
+    else:
+        array = np.asarray(tensor.values, dtype=np.float32)
+    shape = tuple(tensor.shape) or (array.size,)
+    return array.reshape(shape)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from service.server.health import API_SERVICE
+from service.server.transport.health import API_SERVICE
 
 STREAM_PROCESS = f"/{API_SERVICE}/StreamProcess"
 

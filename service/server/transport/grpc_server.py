@@ -12,9 +12,9 @@ from concurrent import futures
 
 import grpc
 
-from service.server import security
 from service.server.config import ServerConfig
-from service.server.thread_names import name_this_thread
+from service.server.security import protection
+from service.thread_names import name_this_thread
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -24,7 +24,7 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", size),
         ("grpc.max_send_message_length", size),
         ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
-        *security.channel_options(config),
+        *protection.channel_options(config),
     ]
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import grpc
 
-from service.server.auth import AuthInterceptor
 from service.server.config import ConfigError, ServerConfig
-from service.server.limits import StreamLimiter, keepalive_options
-from service.server.tokens import ADMIN, PROCESS
+from service.server.security.auth import AuthInterceptor
+from service.server.security.tokens import ADMIN, PROCESS
+from service.server.transport.limits import StreamLimiter, keepalive_options
 
 
 def interceptors(config: ServerConfig) -> list[grpc.ServerInterceptor]:

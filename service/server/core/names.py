@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from service.server.bounds import quote
+from service.server.core.bounds import quote
 
 MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 DEFAULT_MODEL = "default"

@@ -13,7 +13,7 @@ from concurrent import futures
 
 import grpc
 
-from service.server.health import Health
+from service.server.transport.health import Health
 
 _WORKERS = 4
 _MAX_MESSAGE_BYTES = 4096
