@@ -235,19 +235,21 @@ class ModelSession:
         `learning` is the number of learn flags set, when the caller knows it."""
         if learning is None:
             learning = int(np.count_nonzero(flags))
-        result = self.stack.engine.process(samples, flags)
-        answers = self._account(spans, len(flags), learning, flags, result)
+        engine = self.stack.engine
+        step_before = engine.step
+        result = engine.process(samples, flags)
+        # the engine's step counts the learning samples it applied: the others were refused
+        skipped = learning - (result.step - step_before)
+        answers = self._account(spans, len(flags), learning, skipped, flags, result)
         for span, answer in zip(spans, answers, strict=True):
             if span.request_id:
                 self._window.add(span.request_id, answer)
         return answers
 
     def _account(self, spans: Sequence[RequestSpan], size: int, learning: int,
-                 flags: np.ndarray, result: EngineResult) -> list[Answer]:
+                 skipped: int, flags: np.ndarray, result: EngineResult) -> list[Answer]:
         """Advance the counters by one applied batch; the per-request answers."""
         before = self._counters
-        # the step counts the learning samples applied: the others were refused
-        skipped = learning - (result.step - before.step)
         self._last_skipped = skipped
         self._counters = _Counters(
             result.step, before.inferred + size - learning, before.skipped + skipped

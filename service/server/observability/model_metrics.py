@@ -8,14 +8,20 @@ model's stats source when Prometheus scrapes (`ModelMetrics.set_stats_source`).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from service.model.quality import LayerStatsValues
@@ -69,14 +75,10 @@ class ModelMetrics:
         self._layer_stats = layer_stats
         self._closed = False
         self._lock = threading.Lock()
-        self._learned = families.learned.labels(name)
-        self._inferred = families.inferred.labels(name)
-        self._skipped = families.skipped.labels(name)
+        self._tally = families.batches.tally(name)
         self._step = families.step.labels(name)
         self._queue = families.queue.labels(name)
         self._skipped_ratio = families.skipped_ratio.labels(name)
-        self._batch = families.batch.labels(name)
-        self._compute = families.compute.labels(name)
 
     def observe_batch(
         self, size: int, learned: int, inferred: int, skipped: int, compute_seconds: float
@@ -87,16 +89,8 @@ class ModelMetrics:
         without learning, `skipped` learning samples refused because their update would
         have made the weights non-finite.
         """
-        if self._closed:
-            return
-        self._batch.observe(size)
-        self._compute.observe(compute_seconds)
-        if learned:  # each inc takes a lock: only the counters that move
-            self._learned.inc(learned)
-        if inferred:
-            self._inferred.inc(inferred)
-        if skipped:
-            self._skipped.inc(skipped)
+        if not self._closed:
+            self._tally.add(size, learned, inferred, skipped, compute_seconds)
 
     def read_queue_depth(self, fn: Callable[[], int]) -> None:
         """Samples waiting in the model's queue: `fn()`, read on every scrape (nothing to
@@ -142,19 +136,8 @@ class ModelFamilies:
 
     def __init__(self, registry: CollectorRegistry):
         model = ("model",)
-        self.learned = Counter(
-            "hebbian_samples_learned", "Samples applied with learning (weights updated).",
-            model, registry=registry,
-        )
-        self.inferred = Counter(
-            "hebbian_samples_inferred", "Samples served without learning (inference only).",
-            model, registry=registry,
-        )
-        self.skipped = Counter(
-            "hebbian_samples_skipped",
-            "Learning samples not applied because the update would make a weight non-finite.",
-            model, registry=registry,
-        )
+        self.batches = BatchCollector()
+        registry.register(self.batches)
         self.rejected_samples = Counter(
             "hebbian_samples_rejected", "Samples in rejected requests, by reason.",
             (*model, "reason"), registry=registry,
@@ -178,22 +161,112 @@ class ModelFamilies:
             "refuses most updates.",
             model, registry=registry,
         )
-        self.batch = Histogram(
-            "hebbian_microbatch_samples", "Samples per micro-batch taken by the learner.",
-            model, buckets=_BATCH_BUCKETS, registry=registry,
-        )
-        self.compute = Histogram(
-            "hebbian_microbatch_compute_seconds", "Engine time per micro-batch.",
-            model, buckets=_COMPUTE_BUCKETS, registry=registry,
-        )
 
     def remove(self, name: str) -> None:
         """Remove every series of model `name`."""
-        for family in (self.learned, self.inferred, self.skipped, self.step, self.queue,
-                       self.skipped_ratio, self.batch, self.compute):
+        self.batches.remove(name)
+        for family in (self.step, self.queue, self.skipped_ratio):
             family.remove(name)
         for family in (self.rejected_samples, self.rejected_requests):
             family.remove_by_labels({"model": name})
+
+
+class BatchTally:
+    """One model's micro-batch counts: plain numbers, added to by the model's holder once
+    per batch (one lock, instead of a prometheus_client lock per series), read at scrape."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.learned = self.inferred = self.skipped = 0
+        self.size_buckets = [0] * (len(_BATCH_BUCKETS) + 1)  # the last one: +Inf
+        self.size_sum = 0
+        self.compute_buckets = [0] * (len(_COMPUTE_BUCKETS) + 1)
+        self.compute_sum = 0.0
+
+    def add(self, size: int, learned: int, inferred: int, skipped: int,
+            compute_seconds: float) -> None:
+        """Count one micro-batch."""
+        with self.lock:
+            self.learned += learned
+            self.inferred += inferred
+            self.skipped += skipped
+            self.size_buckets[bisect.bisect_left(_BATCH_BUCKETS, size)] += 1
+            self.size_sum += size
+            self.compute_buckets[bisect.bisect_left(_COMPUTE_BUCKETS, compute_seconds)] += 1
+            self.compute_sum += compute_seconds
+
+
+class BatchCollector(Collector):
+    """The per-model series fed once per micro-batch: samples learned, inferred and skipped
+    (counters) and the batch size and compute time (histograms), from each `BatchTally`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tallies: dict[str, BatchTally] = {}
+
+    def tally(self, model: str) -> BatchTally:
+        """The tally of `model` (created on first use)."""
+        with self._lock:
+            return self._tallies.setdefault(model, BatchTally())
+
+    def remove(self, model: str) -> None:
+        """Drop every series of `model`."""
+        with self._lock:
+            self._tallies.pop(model, None)
+
+    @staticmethod
+    def _families() -> tuple[Metric, ...]:
+        model = ("model",)
+        return (
+            CounterMetricFamily("hebbian_samples_learned",
+                                "Samples applied with learning (weights updated).",
+                                labels=model),
+            CounterMetricFamily("hebbian_samples_inferred",
+                                "Samples served without learning (inference only).",
+                                labels=model),
+            CounterMetricFamily("hebbian_samples_skipped",
+                                "Learning samples not applied because the update would make "
+                                "a weight non-finite.", labels=model),
+            HistogramMetricFamily("hebbian_microbatch_samples",
+                                  "Samples per micro-batch applied by the model's holder.",
+                                  labels=model),
+            HistogramMetricFamily("hebbian_microbatch_compute_seconds",
+                                  "Engine time per micro-batch.", labels=model),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        learned, inferred, skipped, sizes, compute = self._families()
+        with self._lock:
+            tallies = sorted(self._tallies.items())
+        for model, tally in tallies:
+            with tally.lock:
+                counts = (tally.learned, tally.inferred, tally.skipped)
+                size_buckets, size_sum = list(tally.size_buckets), tally.size_sum
+                compute_buckets = list(tally.compute_buckets)
+                compute_sum = tally.compute_sum
+            for family, value in zip((learned, inferred, skipped), counts, strict=True):
+                family.add_metric((model,), value)
+            sizes.add_metric((model,), _cumulative(_BATCH_BUCKETS, size_buckets), size_sum)
+            compute.add_metric((model,), _cumulative(_COMPUTE_BUCKETS, compute_buckets),
+                               compute_sum)
+        yield from (learned, inferred, skipped, sizes, compute)
+
+
+def _cumulative(bounds: tuple, counts: list[int]) -> list[tuple[str, float]]:
+    """Prometheus histogram buckets (le, cumulative count), +Inf last."""
+    out, total = [], 0
+    for bound, count in zip((*bounds, math.inf), counts, strict=True):
+        total += count
+        out.append(("+Inf" if bound == math.inf else _le(bound), total))
+    return out
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus_client writes it (1.0, 0.00025, ...)."""
+    return repr(float(bound))
 
 
 class LayerStatsCollector(Collector):
