@@ -231,7 +231,9 @@ def format_table(result: dict) -> str:
     lines = [
         f"samples/s, median of {result['repeats']} runs ({result['samples']} samples per run "
         f"at batch {BIG_BATCH}, {result['batch1_samples']} at batch 1); learning_rate "
-        f"{LEARNING_RATE:g}; float32 matmul peak {result['peak_gflops']:.0f} GFLOP/s",
+        f"{LEARNING_RATE:g}; float32 matmul peak {result['peak_gflops']:.0f} GFLOP/s; "
+        f"load average {result['load_average'][0]:.1f} at the start, "
+        f"{result['load_average'][1]:.1f} at the end",
         "",
         header,
     ]
@@ -287,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--shapes takes INPUTxUNITS,...; got {args.shapes!r}")
     if not rules or any(len(shape) != 2 or min(shape) < 1 for shape in shapes):
         parser.error(f"--rules takes some of {', '.join(known)}; --shapes INPUTxUNITS,...")
+    load_start = os.getloadavg()[0]
     _progress("[machine] float32 matmul rate")
     peak = matmul_flops()
     models = {}
@@ -303,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_gflops": peak / 1e9,
         "models": models,
         "memory": bench_memory(max(1, min(args.repeats, 3))),
+        "load_average": [load_start, os.getloadavg()[0]],
     }
     result["targets"] = evaluate_targets(result)
     print(json.dumps(result, indent=2) if args.json else format_table(result))

@@ -38,6 +38,7 @@ BATCH_MEAN_CHUNK = 1024
 _ALL_LEARN = np.ones(4096, np.bool_)
 _NONE_LEARN = np.zeros(4096, np.bool_)
 _ALL_LEARN.flags.writeable = _NONE_LEARN.flags.writeable = False
+_FLOAT32, _BOOL = np.dtype(np.float32), np.dtype(np.bool_)
 
 
 def configure_cache(directory: str | os.PathLike, prebuilt: str | os.PathLike | None = None
@@ -109,8 +110,8 @@ class NativeEngine:
                 f"all layers of a stack need one granularity; got {sorted(granularities)}"
             )
         kernels = _kernels()
-        self._run = (kernels.run_batch_mean if granularities == {"batch_mean"}
-                     else kernels.run_per_sample)
+        self._run = _entry_point(kernels.run_batch_mean if granularities == {"batch_mean"}
+                                 else kernels.run_per_sample)
         self._chunk = BATCH_MEAN_CHUNK if granularities == {"batch_mean"} else None
         self.input_dim = self.params[0].input_dim
         self.output_dim = self.params[-1].units
@@ -130,10 +131,18 @@ class NativeEngine:
 
     def process(self, samples: np.ndarray, learn: bool | np.ndarray = True) -> EngineResult:
         """Apply `samples` (n, input_dim) in order; `learn` is one flag or one per sample."""
-        samples = check_samples(samples, self.input_dim)
+        # The compiled entry point checks dtypes but not dimensions or layout: every array
+        # it gets is checked here (cheaply for the usual case: a float32 C array).
+        if not (samples.__class__ is np.ndarray and samples.dtype is _FLOAT32
+                and samples.ndim == 2 and samples.shape[1] == self.input_dim
+                and samples.flags.c_contiguous):
+            samples = check_samples(samples, self.input_dim)
         n = samples.shape[0]
-        if isinstance(learn, bool | np.bool_) and n <= _ALL_LEARN.shape[0]:
-            flags = (_ALL_LEARN if learn else _NONE_LEARN)[:n]  # a view, no copy per call
+        if learn.__class__ is bool and n <= _ALL_LEARN.shape[0]:
+            flags = _ALL_LEARN[:n] if learn else _NONE_LEARN[:n]  # a view, no copy per call
+        elif (learn.__class__ is np.ndarray and learn.dtype is _BOOL and learn.ndim == 1
+              and learn.shape[0] == n and learn.flags.c_contiguous):
+            flags = learn  # read only by the kernels
         else:
             flags = np.empty(n, np.bool_)
             flags[:] = learn  # one flag, or one per sample (ValueError if it does not fit)
@@ -179,6 +188,15 @@ class NativeEngine:
             self._masks[k] = mask.reshape(-1)
             self._counters[1 + index] = int(step)
         self._counters[0] = 0
+
+
+def _entry_point(kernel):
+    """The compiled code of a kernel, callable without the dispatcher's type resolution
+    (about 1 us of a batch-1 call); the dispatcher itself if numba keeps it elsewhere."""
+    try:
+        return kernel.overloads[kernel.signatures[0]].entry_point
+    except (AttributeError, IndexError, KeyError):
+        return kernel
 
 
 def _tables(kernels, params: Sequence[HebbianParams]) -> tuple[np.ndarray, np.ndarray, int]:

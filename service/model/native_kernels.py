@@ -109,6 +109,26 @@ def _activate(code, h):
 
 
 @njit(inline="always")
+def _multiply(w, k0, d, u, acts, xo, h):
+    """h += x K, four kernel rows per pass over h: the sums are the plain ones, row by row
+    in order, with one load and store of h per four rows instead of per row."""
+    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    i = np.uint64(0)
+    while i + four <= d:
+        r0 = k0 + i * u
+        r1, r2, r3 = r0 + u, r0 + two * u, r0 + three * u
+        x0, x1, x2, x3 = acts[xo + i], acts[xo + i + one], acts[xo + i + two], acts[xo + i + three]
+        for j in range(u):
+            h[j] = (((h[j] + x0 * w[r0 + j]) + x1 * w[r1 + j]) + x2 * w[r2 + j]) + x3 * w[r3 + j]
+        i += four
+    while i < d:
+        xi, row = acts[xo + i], k0 + i * u
+        for j in range(u):
+            h[j] += xi * w[row + j]
+        i += one
+
+
+@njit(inline="always")
 def _forward(layout, layer, w, acts, h):
     """The layer's output y + y L, y = f(x K), from its input in `acts` into `acts`, with
     one row `w` of the weights; nonzero if a product it computed is not finite."""
@@ -116,11 +136,7 @@ def _forward(layout, layer, w, acts, h):
     k0, xo, yo = _at(layout, layer, K_OFF), _at(layout, layer, X_OFF), _at(layout, layer, Y_OFF)
     for j in range(u):
         h[j] = _ZERO
-    for i in range(d):
-        xi = acts[xo + i]
-        row = k0 + i * u
-        for j in range(u):
-            h[j] += xi * w[row + j]
+    _multiply(w, k0, d, u, acts, xo, h)
     bad = 0
     for j in range(u):
         bad |= _not_finite(h[j])

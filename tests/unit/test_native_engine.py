@@ -119,3 +119,25 @@ def test_two_models_learn_at_the_same_time_on_two_threads():
     inside = [t for t in ticks if started < t < finished]
     # With the GIL held for the whole call the other thread could not run at all.
     assert len(inside) > 10, (len(inside), finished - started)
+
+
+def test_process_checks_what_the_compiled_entry_point_does_not():
+    """The entry point checks dtypes only: other dimensions, layouts and flag lengths are
+    converted or refused by `process` before it runs (never read out of bounds)."""
+    config = StackConfig(12, ({"units": 5, "rule": "oja", "seed": 3},))
+    reference, stack = HebbianStack(config), HebbianStack(config)
+    samples = X[:40]
+    expected = reference.engine.process(samples).activations
+    got = np.concatenate([
+        stack.engine.process(np.asfortranarray(samples[:10])).activations,  # not C-contiguous
+        stack.engine.process(samples[10:20].astype(np.float64)).activations,  # float64
+        stack.engine.process(samples[20:30].tolist()).activations,  # a list
+        stack.engine.process(samples[30:40], np.ones(10, np.int8)).activations,  # int flags
+    ])
+    assert np.array_equal(got, expected)
+    for bad in (samples[0], samples[:, :11], samples[None]):
+        with pytest.raises(ValueError):
+            stack.engine.process(bad)
+    with pytest.raises(ValueError):
+        stack.engine.process(samples[:3], np.ones(4, np.bool_))
+    assert stack.engine.step == 40
