@@ -27,6 +27,9 @@ class RefusalChange:
     changed: bool
 
 
+_NOTHING_CHANGED = RefusalChange(False, False)
+
+
 class RefusalTracker:
     """The refused share of the last `window` learning samples. Not thread-safe: the
     model's holder observes; readers take `fraction` and `refusing` (plain attributes)."""
@@ -42,7 +45,18 @@ class RefusalTracker:
     def observe(self, learning: int, refused: int) -> RefusalChange:
         """Count one micro-batch: `learning` samples meant to learn, `refused` of them not
         applied. Returns whether the model refuses most updates now, and if that changed."""
+        if learning and not refused and not self._refused:
+            # nothing refused in the window: only its size moves (no per-batch entries;
+            # one entry stands for this history if a refusal comes later)
+            self._seen = min(self._seen + learning, self._window)
+            self._batches.clear()
+            if self.fraction or self.refusing:
+                self.fraction, self.refusing = 0.0, False
+                return RefusalChange(False, True)
+            return _NOTHING_CHANGED
         if learning:
+            if not self._batches and self._seen:
+                self._batches.append((self._seen, 0))
             self._batches.append((learning, refused))
             self._seen += learning
             self._refused += refused
