@@ -4,6 +4,7 @@
     hebbian bench [service] [...]      (service vs a bare gRPC echo server)
     hebbian bench engine [...]         (the engine alone)
     hebbian bench pipeline [...]       (the service's own cost per message, without gRPC)
+    hebbian bench shards [...]         (3 shards against 1 behind HAProxy, as a ratio)
     hebbian [--target HOST:PORT] [--timeout S] models list|create|get|update|delete ...
     hebbian models create NAME --from model.npz|model.keras   (config and state of a file)
     hebbian models update NAME --learning-rate X [--decay-steps N] [--layer-index I]
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", add_help=False,
         help="benchmarks: `hebbian bench [service]` runs the service against a bare gRPC "
         "echo server, `hebbian bench engine` the engine alone, `hebbian bench pipeline` the "
-        "service without gRPC (each with --help)",
+        "service without gRPC, `hebbian bench shards` 3 shards against 1 behind HAProxy "
+        "(each with --help)",
     )
 
     client = argparse.ArgumentParser(add_help=False)
@@ -293,7 +295,8 @@ def _serve(rest: list[str]) -> int:
 
 
 def _bench(rest: list[str]) -> int:
-    """`bench engine|pipeline ...` -> those benchmarks; `bench [service] ...` -> the service one."""
+    """`bench engine|pipeline|shards ...` -> those benchmarks; `bench [service] ...` -> the
+    service one."""
     if rest[:1] == ["engine"]:
         from service.bench.engine import main as bench_engine
 
@@ -302,6 +305,10 @@ def _bench(rest: list[str]) -> int:
         from service.bench.pipeline import main as bench_pipeline
 
         return bench_pipeline(rest[1:])
+    if rest[:1] == ["shards"]:
+        from service.bench.shards import main as bench_shards
+
+        return bench_shards(rest[1:])
     from service.bench.service import main as bench_service
 
     return bench_service(rest[1:] if rest[:1] == ["service"] else rest)

@@ -103,10 +103,10 @@ class _Window:
 
 async def _stream_once(
     channel: grpc.aio.Channel, messages: list[bytes], window: _Window, slots: int,
-    rate: float | None,
+    rate: float | None, metadata: tuple[tuple[str, str], ...] | None = None,
 ) -> None:
     """One stream: send until the window ends (at most `slots` unanswered, or at `rate`)."""
-    call = channel.stream_stream(STREAM_METHOD)()
+    call = channel.stream_stream(STREAM_METHOD)(metadata=metadata)
     sent: deque[float] = deque()
     free = asyncio.Semaphore(slots)
 
@@ -142,17 +142,19 @@ async def _stream_once(
 def stream_run(
     target: str, messages: list[bytes] | list[list[bytes]], samples_per_message: int, *,
     streams: int = 1, duration: float = 2.0, warmup: float = 0.5, window: int = 64,
-    rate: float | None = None,
+    rate: float | None = None, metadata: list[tuple[tuple[str, str], ...]] | None = None,
 ) -> RunResult:
     """`streams` concurrent StreamProcess calls, each on its own channel, for `duration` s.
 
     `messages` is one list of serialised requests for every stream, or one list per stream
-    (e.g. each for its own model). Each stream keeps at most `window` messages unanswered;
-    with `rate` (messages/s per stream) it sends on a fixed schedule instead. The streams
-    share one asyncio event loop (grpc.aio): for streams that costs the client less CPU
-    than threads do.
+    (e.g. each for its own model); `metadata`, one per stream, the call's metadata (e.g.
+    the `x-hebbian-model` header a router routes by). Each stream keeps at most `window`
+    messages unanswered; with `rate` (messages/s per stream) it sends on a fixed schedule
+    instead. The streams share one asyncio event loop (grpc.aio): for streams that costs
+    the client less CPU than threads do.
     """
     per_stream = messages if isinstance(messages[0], list) else [messages] * streams
+    per_call = metadata if metadata is not None else [None] * streams
 
     async def run() -> tuple[list[_Window], float]:
         channels = [grpc.aio.insecure_channel(target) for _ in range(streams)]
@@ -163,8 +165,9 @@ def stream_run(
             start = time.perf_counter()
             windows = [_Window(start, warmup, duration) for _ in range(streams)]
             await asyncio.gather(*(
-                _stream_once(channel, ours, w, window, rate)
-                for channel, ours, w in zip(channels, per_stream, windows, strict=True)
+                _stream_once(channel, ours, w, window, rate, md)
+                for channel, ours, w, md in zip(channels, per_stream, windows, per_call,
+                                                strict=True)
             ))
             return windows, _cpu() - cpu
         finally:
