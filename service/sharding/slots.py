@@ -1,7 +1,8 @@
 """A model's slot: standard CRC-32 of its UTF-8 name, mod `SLOT_COUNT`.
 
-The same number HAProxy computes with `req.hdr(x-hebbian-model),crc32(1),mod(1024)`
-(`crc32(1)`: the standard CRC-32 of zlib, Ethernet and PNG, of the raw header value), so
+The same number HAProxy computes with `req.hdr(x-hebbian-model),crc32,mod(1024)` (plain
+`crc32`: the standard CRC-32 of zlib, Ethernet and PNG, of the raw header value; `crc32(1)`
+would add an avalanche step and disagree), so
 the router and the servers agree on where a model lives. An empty name stands for the
 server's default model and has that model's slot.
 """
