@@ -35,7 +35,7 @@ import json
 import os
 import sys
 
-# One BLAS thread: the server's learners are one thread per model by design, and extra
+# One BLAS thread: each model is applied by one thread at a time by design, and extra
 # OpenBLAS threads spinning for small matrices steal their core (measured: +55% samples/s
 # at 64 samples per message, offered-load p99 21 ms -> 5 ms). Set before numpy loads.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -1,11 +1,11 @@
 """The service's own cost per stream message, without gRPC: `hebbian bench pipeline`.
 
 Feeds `HebbianServicer.StreamProcess` from an in-process iterator of serialised
-messages (parsed like gRPC would), with the real registry, learner (adaptive
-micro-batching included) and engine, a window of unanswered messages like a streaming
+messages (parsed like gRPC would), with the real registry, model core (the stream's
+reader, combining) and engine, a window of unanswered messages like a streaming
 client's, and serialises every answer. What it measures is everything the service adds
 on top of gRPC: message parsing and serialising, the stream's reader thread, validation
-and decoding, the learner's queue, micro-batches and engine calls, the answers. Compare
+and decoding, the combiner, micro-batches and engine calls, the answers. Compare
 its CPU per message with the echo server's in `hebbian bench`: the service can only reach
 a ratio r of the echo's messages/s if its own cost fits in (1/r - 1) x the echo's.
 

@@ -4,7 +4,7 @@
 directory and measures the time from start to readiness SERVING; `EchoProcess` runs the
 bare gRPC echo server (`service.bench.echo`). Both expose `pid`, so `usage(pid)` can
 read a server's CPU seconds (user + system, all threads) and its peak resident memory
-(VmHWM) while it runs; `micro_batches(url)` reads a server's learner micro-batch totals
+(VmHWM) while it runs; `micro_batches(url)` reads a server's micro-batch totals
 from its Prometheus endpoint.
 """
 
@@ -83,7 +83,7 @@ def thread_cpu(pid: int | None) -> dict[str, float] | None:
 
 @dataclass(frozen=True)
 class MicroBatches:
-    """A server's learner micro-batches so far, every model together: how many, their
+    """A server's micro-batches so far, every model together: how many, their
     samples and the engine seconds they took (`hebbian_microbatch_*`)."""
 
     count: float

@@ -14,7 +14,7 @@ and the echo in turn, `--repeats` times, and reports the medians:
 - `offered_500`: one stream sending 500 samples/s on a fixed schedule (latency).
 
 Per scenario: samples/s, messages/s, p50/p99 latency, the server's CPU seconds over the
-run and its peak RSS (from /proc), the service's mean samples per learner micro-batch
+run and its peak RSS (from /proc), the service's mean samples per micro-batch
 and the engine seconds of those batches (from its /metrics: how well adaptive
 micro-batching works and what share of the CPU the maths takes), and the ratio
 service/echo. Then a server with the
@@ -353,7 +353,7 @@ def format_table(result: dict) -> str:
         f"at most {s['window']} messages unanswered per stream",
         "CPU s: the server process's CPU seconds (user + system) over one run; us/msg: per "
         "message answered; RSS: the server's peak resident memory",
-        "batch: samples per learner micro-batch (mean); engine s: the seconds of those "
+        "batch: samples per micro-batch (mean); engine s: the seconds of those "
         "engine calls over one run (from the server's /metrics)",
         f"machine: {s['cpus']} CPUs, load average {_cell(s['load_before'], '.2f')} before, "
         f"{_cell(s['load_after'], '.2f')} after",

@@ -1,4 +1,4 @@
-"""What every serving engine is: the one interface the learner drives.
+"""What every serving engine is: the one interface the model core drives.
 
 An engine holds the live state of a stack of Hebbian layers and applies micro-batches of
 samples to it, exactly per-sample online (each sample answered with the weights as they
@@ -35,7 +35,7 @@ class EngineResult(NamedTuple):
 class Engine(Protocol):
     """A stack's live state and the online maths that advances it.
 
-    Not thread-safe by design: one writer at a time (the model's learner).
+    Not thread-safe by design: one writer at a time (the model's holder).
     """
 
     params: tuple[HebbianParams, ...]

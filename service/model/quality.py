@@ -23,7 +23,7 @@ For every layer, with W = kernel^T (one row per unit, as in the literature):
   input is the previous layer's output. NaN until a sample was observed.
 - ``explained_variance``: 1 - ``reconstruction_error``.
 
-`observe` runs on the learner thread after each micro-batch: it is rate-limited and
+`observe` runs on the model's holder thread after each micro-batch: it is rate-limited and
 subsampled, and all locks here are held only for O(1) bookkeeping, never during maths.
 `layer_stats` may be called from any thread.
 """
@@ -141,7 +141,7 @@ class QualityTracker:
     def observe(self, samples: np.ndarray) -> None:
         """Fold a subsample of a micro-batch (n, input_dim) into the running measures.
 
-        Called by the learner thread after the batch was applied. Rate-limited to one
+        Called by the model's holder after the batch was applied. Rate-limited to one
         call per ``min_interval`` and at most ``max_samples`` samples, so its cost is
         bounded whatever the traffic. Non-finite rows are ignored.
         """

@@ -30,7 +30,7 @@ DEFAULT_BUCKETS = (1, 8, 64, 256, 1024)
 class XlaEngine:
     """Applies micro-batches of samples to a built stack of `Hebbian` layers.
 
-    Not thread-safe by design: one learner thread owns an engine and its layers.
+    Not thread-safe by design: one writer at a time (the model's holder) drives an engine.
 
     Args:
       layers: the built layers of the stack, input to output.

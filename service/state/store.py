@@ -81,7 +81,8 @@ class Durability:
 
 
 class ModelStore:
-    """The config, log and snapshots of one model. Used by its learner thread only."""
+    """The config, log and snapshots of one model. Used by the model's writer only (the
+    thread holding its turn)."""
 
     def __init__(self, directory: Path, durability: Durability,
                  on_failure: Callable[[BaseException], None] | None = None):
@@ -195,7 +196,7 @@ class ModelStore:
         return snapshots.read_snapshot(self.snapshot_path(snapshot_id))
 
     def list_snapshots(self) -> list[snapshots.SnapshotInfo]:
-        """Every kept snapshot that verifies, oldest first (safe beside the learner writing
+        """Every kept snapshot that verifies, oldest first (safe beside the model's writer writing
         and pruning); one that fails its checks is left out with a warning, never fails
         the listing (restoring to it stays refused)."""
         found = []

@@ -151,7 +151,7 @@ class ModelFamilies:
             model, registry=registry,
         )
         self.queue = Gauge(
-            "hebbian_queue_depth_samples", "Samples waiting in the model's learner queue.",
+            "hebbian_queue_depth_samples", "Samples queued behind the model's current holder.",
             model, registry=registry,
         )
         self.skipped_ratio = Gauge(

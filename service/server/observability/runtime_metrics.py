@@ -18,7 +18,7 @@ and of the data directory (`DataDirCollector`):
   volume holding the data directory.
 
 A scrape only lists directories and stats files (nothing is opened), so it never
-contends with the learners; a file that disappears meanwhile (a pruned snapshot, a
+contends with the models' writers; a file that disappears meanwhile (a pruned snapshot, a
 dropped log segment) is simply not counted.
 """
 
