@@ -1,15 +1,15 @@
 """The write-ahead log of one model: segments of records, appended and fsynced.
 
-Only the model's writer (the thread holding its turn) appends, one record per
-micro-batch, so a batch of requests costs one write and (with fsync "always") one
-fsync: group commit. The fsync policy mirrors Redis' appendfsync: "always" (durable before acknowledged), "everysec"
-(a background flush each second: a crash may lose the last second), "no" (the OS
-decides). A failed fsync, or a write that fails for any reason but a full disk, poisons
-the log: nothing more is appended, the error goes to `on_failure` (the server exits),
-and nothing is ever retried. A write refused for lack of space (ENOSPC, EDQUOT) is undone
-(the segment is cut back to its last whole record) and raises `LogFullError`: nothing
-was logged, the log stays usable, and the next append tries again (`has_space` says
-whether the disk has room again).
+Only the model's writer (the thread holding its turn) appends, one record per micro-
+batch, so a batch of requests costs one write and (with fsync "always") one fsync: group
+commit. The fsync policy mirrors Redis' appendfsync: "always" (durable before
+acknowledged), "everysec" (a background flush each second: a crash may lose the last
+second), "no" (the OS decides). A failed fsync, or a write that fails for any reason but
+a full disk, poisons the log: nothing more is appended, the error goes to `on_failure`
+(the server exits), and nothing is ever retried. A write refused for lack of space
+(ENOSPC, EDQUOT) is undone (the segment is cut back to its last whole record) and raises
+`LogFullError`: nothing was logged, the log stays usable, and the next append tries
+again (`has_space` says whether the disk has room again).
 """
 
 from __future__ import annotations
