@@ -1,7 +1,7 @@
 """The write-ahead log of one model: segments of records, appended and fsynced.
 
-Only the model's writer (the thread holding its turn) appends, one record per micro-
-batch, so a batch of requests costs one write and (with fsync "always") one fsync: group
+Only the model's writer (the thread holding its turn) appends, one record per
+micro-batch, so a batch of requests costs one write and (with fsync "always") one fsync: group
 commit. The fsync policy mirrors Redis' appendfsync: "always" (durable before
 acknowledged), "everysec" (a background flush each second: a crash may lose the last
 second), "no" (the OS decides). A failed fsync, or a write that fails for any reason but
