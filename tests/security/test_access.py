@@ -75,6 +75,18 @@ CALLS: dict[str, tuple[str, Callable, grpc.StatusCode]] = {
     "UpdateModel": ("admin", lambda s, m, t: s.UpdateModel(
         pb.UpdateModelRequest(model=pb.Model(name=UNKNOWN)), metadata=m, timeout=t),
         grpc.StatusCode.NOT_FOUND),
+    "ExportModel": ("admin", lambda s, m, t: s.ExportModel(
+        pb.ExportModelRequest(name=UNKNOWN, to_shard=1), metadata=m, timeout=t),
+        grpc.StatusCode.NOT_FOUND),
+    "ImportModel": ("admin", lambda s, m, t: s.ImportModel(
+        pb.ImportModelRequest(name="auth-probe", snapshot=b"not a snapshot"), metadata=m,
+        timeout=t), grpc.StatusCode.INVALID_ARGUMENT),
+    "UnfreezeModel": ("admin", lambda s, m, t: s.UnfreezeModel(
+        pb.UnfreezeModelRequest(name=UNKNOWN), metadata=m, timeout=t),
+        grpc.StatusCode.NOT_FOUND),
+    "ReleaseModel": ("admin", lambda s, m, t: s.ReleaseModel(
+        pb.ReleaseModelRequest(name=UNKNOWN), metadata=m, timeout=t),
+        grpc.StatusCode.NOT_FOUND),
 }
 LEARNING = {"Process", "StreamProcess"}  # each call that gets through learns one sample
 
