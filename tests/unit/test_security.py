@@ -140,6 +140,9 @@ def test_every_api_method_needs_a_scope_and_health_is_exempt():
         "ListModels": "process", "ListSnapshots": "process", "CreateModel": "admin",
         "DeleteModel": "admin", "Snapshot": "admin", "Restore": "admin", "Reset": "admin",
         "GetModelState": "admin", "UpdateModel": "admin",  # the weights; a change
+        # moving a model between shards
+        "ExportModel": "admin", "ImportModel": "admin", "UnfreezeModel": "admin",
+        "ReleaseModel": "admin",
     }
     assert len(PROCESS_METHODS) == 5
     assert required_scope("/grpc.health.v1.Health/Check") is None
