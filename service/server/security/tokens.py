@@ -1,8 +1,9 @@
 """Bearer tokens of the server and their scopes, read from a file or the environment.
 
 Two scopes: `process` (Process, StreamProcess, GetModel, ListModels, ListSnapshots) and
-`admin` (everything, i.e. also CreateModel, DeleteModel, UpdateModel, GetModelState, Snapshot,
-Restore, Reset).
+`admin` (everything, i.e. also CreateModel, DeleteModel, UpdateModel, GetModelState,
+Snapshot, Restore, Reset, and the moves between shards: ExportModel, ImportModel,
+UnfreezeModel, ReleaseModel).
 Tokens come from
 
 - a token file (`--token-file`, `HEBBIAN_TOKEN_FILE`, `token_file`): one
