@@ -204,8 +204,8 @@ def _per_message(before: dict[str, float] | None, after: dict[str, float] | None
             if seconds - before.get(name, 0.0) > 0}
 
 
-def _median(runs: list[dict]) -> dict:
-    """Per key, the median over runs (None if a run has no value)."""
+def median_of_runs(runs: list[dict]) -> dict:
+    """Per key, the median over runs (None if a run has no value; per name for dicts)."""
     out: dict = {}
     for key in runs[0]:
         values = [run[key] for run in runs]
@@ -255,8 +255,8 @@ def run_scenarios(
                     progress.update(progress.done + 1)
     results = {}
     for scenario in scenarios:
-        service = _median(runs[scenario.key]["service"])
-        echo_figures = _median(runs[scenario.key]["echo"])
+        service = median_of_runs(runs[scenario.key]["service"])
+        echo_figures = median_of_runs(runs[scenario.key]["echo"])
         results[scenario.key] = {
             "title": scenario.title,
             "samples_per_message": scenario.samples_per_message,
@@ -291,7 +291,7 @@ def measure_startup(workdir: Path, repeats: int, bench: Bench, env: dict[str, st
             f"[{repeat + 1}/{repeats}] startup, default model: ready in "
             f"{runs[-1]['ready_s']:.1f} s, peak RSS {runs[-1]['peak_rss_mb']:.0f} MB"
         )
-    return {**_median(runs), "runs": runs}
+    return {**median_of_runs(runs), "runs": runs}
 
 
 def evaluate_targets(result: dict) -> dict[str, dict]:
@@ -340,7 +340,8 @@ def evaluate_targets(result: dict) -> dict[str, dict]:
     return targets
 
 
-def _cell(value: float | None, fmt: str) -> str:
+def cell(value: float | None, fmt: str) -> str:
+    """A table cell: `value` formatted, or "-" when unknown."""
     return "-" if value is None else format(value, fmt)
 
 
@@ -355,8 +356,8 @@ def format_table(result: dict) -> str:
         "message answered; RSS: the server's peak resident memory",
         "batch: samples per micro-batch (mean); engine s: the seconds of those "
         "engine calls over one run (from the server's /metrics)",
-        f"machine: {s['cpus']} CPUs, load average {_cell(s['load_before'], '.2f')} before, "
-        f"{_cell(s['load_after'], '.2f')} after",
+        f"machine: {s['cpus']} CPUs, load average {cell(s['load_before'], '.2f')} before, "
+        f"{cell(s['load_after'], '.2f')} after",
         *([f"servers started with {' '.join(f'{k}={v}' for k, v in s['server_env'].items())}"]
           if s.get("server_env") else []),
         "",
@@ -370,20 +371,20 @@ def format_table(result: dict) -> str:
             title = scenario["title"] if side == "service" else ""
             if side == "ratio":
                 lines.append(
-                    f"{title:<30}{'ratio':<9}{_cell(f['samples_per_s'], '.2f') + 'x':>11}"
-                    f"{_cell(f['messages_per_s'], '.2f') + 'x':>9}"
-                    f"{_cell(f['p50_ms'], '.2f') + 'x':>9}{_cell(f['p99_ms'], '.2f') + 'x':>9}"
-                    f"{'':>7}{_cell(f['server_cpu_us_per_msg'], '.2f') + 'x':>8}"
+                    f"{title:<30}{'ratio':<9}{cell(f['samples_per_s'], '.2f') + 'x':>11}"
+                    f"{cell(f['messages_per_s'], '.2f') + 'x':>9}"
+                    f"{cell(f['p50_ms'], '.2f') + 'x':>9}{cell(f['p99_ms'], '.2f') + 'x':>9}"
+                    f"{'':>7}{cell(f['server_cpu_us_per_msg'], '.2f') + 'x':>8}"
                 )
                 continue
             lines.append(
-                f"{title:<30}{side:<9}{_cell(f['samples_per_s'], ',.0f'):>11}"
-                f"{_cell(f['messages_per_s'], ',.0f'):>9}{_cell(f['p50_ms'], '.2f'):>9}"
-                f"{_cell(f['p99_ms'], '.2f'):>9}{_cell(f['server_cpu_s'], '.2f'):>7}"
-                f"{_cell(f['server_cpu_us_per_msg'], '.0f'):>8}"
-                f"{_cell(f['server_peak_rss_mb'], '.0f'):>8}"
-                f"{_cell(f.get('samples_per_microbatch'), '.1f'):>7}"
-                f"{_cell(f.get('engine_s'), '.2f'):>9}"
+                f"{title:<30}{side:<9}{cell(f['samples_per_s'], ',.0f'):>11}"
+                f"{cell(f['messages_per_s'], ',.0f'):>9}{cell(f['p50_ms'], '.2f'):>9}"
+                f"{cell(f['p99_ms'], '.2f'):>9}{cell(f['server_cpu_s'], '.2f'):>7}"
+                f"{cell(f['server_cpu_us_per_msg'], '.0f'):>8}"
+                f"{cell(f['server_peak_rss_mb'], '.0f'):>8}"
+                f"{cell(f.get('samples_per_microbatch'), '.1f'):>7}"
+                f"{cell(f.get('engine_s'), '.2f'):>9}"
             )
     lines += _thread_lines(result["scenarios"].values())
     startup = result.get("startup")
@@ -391,10 +392,10 @@ def format_table(result: dict) -> str:
         lines += [
             "",
             f"default model (16 -> 4 sanger): start to readiness SERVING "
-            f"{startup['ready_s']:.1f} s, peak RSS {_cell(startup['peak_rss_mb'], '.0f')} MB "
-            f"(anonymous {_cell(startup.get('anon_rss_mb'), '.0f')} MB at the end, the rest is "
+            f"{startup['ready_s']:.1f} s, peak RSS {cell(startup['peak_rss_mb'], '.0f')} MB "
+            f"(anonymous {cell(startup.get('anon_rss_mb'), '.0f')} MB at the end, the rest is "
             "shared-library pages); 256 -> 64 oja: ready in "
-            f"{_cell(result['ready_s'].get('main'), '.1f')} s",
+            f"{cell(result['ready_s'].get('main'), '.1f')} s",
         ]
     models = result.get("models")
     if models:
@@ -402,9 +403,9 @@ def format_table(result: dict) -> str:
             f"engine cache: start to SERVING {models['ready_cold_s']:.1f} s cold (kernels "
             f"compiled), {models['ready_warm_s']:.1f} s warm; {models['models']} models of "
             f"{models['model']}: CreateModel p50 {models['create_p50_ms']:.1f} ms (p99 "
-            f"{models['create_p99_ms']:.1f}), RSS {_cell(models['rss_with_models_mb'], '.0f')} "
+            f"{models['create_p99_ms']:.1f}), RSS {cell(models['rss_with_models_mb'], '.0f')} "
             f"MB, restart to SERVING {models['restart_ready_s']:.1f} s "
-            f"(RSS {_cell(models['restart_rss_mb'], '.0f')} MB)",
+            f"(RSS {cell(models['restart_rss_mb'], '.0f')} MB)",
         ]
     lines += ["", "targets:"]
     for target in result["targets"].values():

@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import numpy as np
 
 from service.bench import load
 from service.bench.procs import ServeProcess, _Child, usage
-from service.bench.service import INPUT_DIM, RULE, UNITS
+from service.bench.service import INPUT_DIM, RULE, UNITS, cell, median_of_runs
 from service.client import HebbianClient
 from service.sharding.haproxy import render_config, render_map
 from service.sharding.slot_table import SlotTable
@@ -212,18 +211,6 @@ def run_once(setup: Setup, messages: list[list[bytes]], headers: list, args) -> 
     }
 
 
-def _median(runs: list[dict]) -> dict:
-    out = {}
-    for key in runs[0]:
-        values = [run[key] for run in runs]
-        out[key] = None if any(v is None for v in values) else statistics.median(values)
-    return out
-
-
-def _cell(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def format_table(result: dict) -> str:
     """The result as plain text: settings, one line per setup, the ratio, the notes."""
     s = result["settings"]
@@ -233,8 +220,8 @@ def format_table(result: dict) -> str:
         f"{s['repeats']} runs of {s['duration']:g} s ({s['warmup']:g} s warm-up not counted)",
         "CPU s: seconds (user + system) over one run of the shards together, of HAProxy and "
         "of the client (one Python process, one event loop)",
-        f"machine: {s['cpus']} CPUs, load average {_cell(s['load_before'], '.2f')} before, "
-        f"{_cell(s['load_after'], '.2f')} after",
+        f"machine: {s['cpus']} CPUs, load average {cell(s['load_before'], '.2f')} before, "
+        f"{cell(s['load_after'], '.2f')} after",
         "",
     ]
     head = (f"{'setup':<22}{'samples/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'shards CPU s':>14}"
@@ -243,13 +230,13 @@ def format_table(result: dict) -> str:
     for setup in result["setups"].values():
         f = setup["median"]
         lines.append(
-            f"{setup['label']:<22}{_cell(f['samples_per_s'], ',.0f'):>11}"
-            f"{_cell(f['p50_ms'], '.2f'):>9}{_cell(f['p99_ms'], '.2f'):>9}"
-            f"{_cell(f['servers_cpu_s'], '.2f'):>14}{_cell(f['router_cpu_s'], '.2f'):>14}"
-            f"{_cell(f['client_cpu_s'], '.2f'):>14}  "
+            f"{setup['label']:<22}{cell(f['samples_per_s'], ',.0f'):>11}"
+            f"{cell(f['p50_ms'], '.2f'):>9}{cell(f['p99_ms'], '.2f'):>9}"
+            f"{cell(f['servers_cpu_s'], '.2f'):>14}{cell(f['router_cpu_s'], '.2f'):>14}"
+            f"{cell(f['client_cpu_s'], '.2f'):>14}  "
             f"{' '.join(str(n) for n in setup['models_per_shard'])}"
         )
-    lines.append(f"{'ratio 3 / 1 shard':<22}{_cell(result['ratio'], '.2f') + 'x':>11}")
+    lines.append(f"{'ratio 3 / 1 shard':<22}{cell(result['ratio'], '.2f') + 'x':>11}")
     lines.append("")
     lines += [f"note: {note}" for note in result["notes"]]
     return "\n".join(lines)
@@ -333,7 +320,7 @@ def _run(args, haproxy: str, workdir: Path) -> dict:
     finally:
         for process in reversed(started):
             process.stop()
-    medians = {n: _median(runs[n]) for n in SETUPS}
+    medians = {n: median_of_runs(runs[n]) for n in SETUPS}
     one, three = medians[1]["samples_per_s"], medians[3]["samples_per_s"]
     cpus = os.cpu_count() or 1
     notes = [
