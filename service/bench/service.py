@@ -122,11 +122,13 @@ def model_toml(input_dim: int, units: int, rule: str, models: int = MODELS) -> s
     )
 
 
-def _progress(message: str) -> None:
+def progress(message: str) -> None:
+    """A progress line on stderr."""
     print(message, file=sys.stderr, flush=True)
 
 
-def _load_average() -> float | None:
+def load_average() -> float | None:
+    """The 1-minute load average, or None where the system has none."""
     try:
         return os.getloadavg()[0]
     except OSError:
@@ -287,7 +289,7 @@ def measure_startup(workdir: Path, repeats: int, bench: Bench, env: dict[str, st
                 "peak_rss_mb": peak.peak_rss_mb if peak else None,
                 "anon_rss_mb": peak.anon_rss_mb if peak else None,
             })
-        _progress(
+        progress(
             f"[{repeat + 1}/{repeats}] startup, default model: ready in "
             f"{runs[-1]['ready_s']:.1f} s, peak RSS {runs[-1]['peak_rss_mb']:.0f} MB"
         )
@@ -493,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     args.server_env = dict(item.split("=", 1) for item in args.server_env)
 
     notes: list[str] = []
-    load_before = _load_average()
+    load_before = load_average()
     try:
         with tempfile.TemporaryDirectory(prefix="hebbian-bench-") as tmp:
             result = _run(args, scenarios, Path(tmp), notes)
@@ -502,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hebbian bench: error: {detail}", file=sys.stderr)
         return 1
     result["settings"]["load_before"] = load_before
-    result["settings"]["load_after"] = _load_average()
+    result["settings"]["load_after"] = load_average()
     result["notes"] = notes
     result["targets"] = evaluate_targets(result)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
@@ -529,7 +531,7 @@ def _run(args, scenarios: list[Scenario], workdir: Path, notes: list[str]) -> di
         notes.append("the many-models scenario skipped: not available with --target (it needs "
                      f"models m1 .. m{MODELS - 1} beside the default one)")
     try:
-        _progress("starting the echo server")
+        progress("starting the echo server")
         echo = EchoProcess(workdir, args.units).start()
         started.append(echo)
         if args.target:
@@ -540,7 +542,7 @@ def _run(args, scenarios: list[Scenario], workdir: Path, notes: list[str]) -> di
             if any(s.server == "fsync" for s in scenarios):
                 kinds["fsync"] = ("--fsync", "always")
             for name, flags in kinds.items():
-                _progress(f"starting hebbian serve ({name}: {' '.join(flags) or 'defaults'})")
+                progress(f"starting hebbian serve ({name}: {' '.join(flags) or 'defaults'})")
                 server = ServeProcess(workdir, name, config, flags, args.server_env).start()
                 started.append(server)
                 servers[name] = (server.target, server.pid, server.metrics_url)

@@ -42,7 +42,15 @@ import numpy as np
 
 from service.bench import load
 from service.bench.procs import ServeProcess, _Child, usage
-from service.bench.service import INPUT_DIM, RULE, UNITS, cell, median_of_runs
+from service.bench.service import (
+    INPUT_DIM,
+    RULE,
+    UNITS,
+    cell,
+    load_average,
+    median_of_runs,
+    progress,
+)
 from service.client import HebbianClient
 from service.sharding.haproxy import render_config, render_map
 from service.sharding.slot_table import SlotTable
@@ -50,17 +58,6 @@ from service.sharding.slots import MODEL_HEADER, slot_of
 
 SETUPS = (1, 3)  # shards per setup
 DEBIAN_HAPROXY = "/usr/sbin/haproxy"
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
 
 
 def find_haproxy(explicit: str | None = None) -> str | None:
@@ -280,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hebbian bench shards: HAProxy not found ({where}); install it (Debian: "
               "apt-get install haproxy) or name it with --haproxy", file=sys.stderr)
         return 2
-    load_before = _load_average()
+    load_before = load_average()
     try:
         with tempfile.TemporaryDirectory(prefix="hebbian-bench-shards-") as tmp:
             result = _run(args, haproxy, Path(tmp))
@@ -289,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hebbian bench shards: error: {detail}", file=sys.stderr)
         return 1
     result["settings"]["load_before"] = load_before
-    result["settings"]["load_after"] = _load_average()
+    result["settings"]["load_after"] = load_average()
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
@@ -303,7 +300,7 @@ def _run(args, haproxy: str, workdir: Path) -> dict:
     started: list = []
     try:
         for n, setup in setups.items():
-            _progress(f"starting {setup.label} ({args.streams} models)")
+            progress(f"starting {setup.label} ({args.streams} models)")
             start_setup(setup, workdir / f"setup-{n}", haproxy, started)
             create_models(setup, names, args.input_dim, args.units)
         for repeat in range(args.repeats):
@@ -313,7 +310,7 @@ def _run(args, haproxy: str, workdir: Path) -> dict:
                 if not figures["messages_per_s"]:
                     raise RuntimeError(f"{setups[n].label}: no stream message answered")
                 runs[n].append(figures)
-                _progress(f"[{repeat + 1}/{args.repeats}] {setups[n].label:<22} "
+                progress(f"[{repeat + 1}/{args.repeats}] {setups[n].label:<22} "
                           f"{figures['samples_per_s']:>9,.0f} samples/s  p50 "
                           f"{figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms")
         held = {n: models_per_shard(setups[n], names) for n in SETUPS}
