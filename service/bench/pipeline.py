@@ -2,10 +2,11 @@
 
 Feeds `HebbianServicer.StreamProcess` from an in-process iterator of serialised
 messages (parsed like gRPC would), with the real registry, model core (the stream's
-reader, combining) and engine, a window of unanswered messages like a streaming
+pipeline, combining) and engine, a window of unanswered messages like a streaming
 client's, and serialises every answer. What it measures is everything the service adds
-on top of gRPC: message parsing and serialising, the stream's reader thread, validation
-and decoding, the combiner, micro-batches and engine calls, the answers. Compare
+on top of gRPC: message parsing and serialising, validation and decoding, the stream
+pipeline (inline: the model is in memory, nothing is fsynced), the combiner,
+micro-batches and engine calls, the answers. Compare
 its CPU per message with the echo server's in `hebbian bench`: the service can only reach
 a ratio r of the echo's messages/s if its own cost fits in (1/r - 1) x the echo's.
 
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         limits = config.limits
         servicer = HebbianServicer(
-            server.registry, limits.max_samples_per_request, limits.max_message_bytes
+            server.registry, limits.max_samples_per_request, limits.max_message_bytes,
+            read_ahead=config.fsync_per_batch,
         )
         run_once(servicer, min(args.messages, 1000), args.samples_per_message, args.window)
         runs = []

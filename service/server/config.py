@@ -93,6 +93,12 @@ class ServerConfig:
     slot_table: Path | None = None  # sharded when set (service/sharding)
     shard: int | None = None  # this shard's ordinal; from HOSTNAME (pod name) when unset
 
+    @property
+    def fsync_per_batch(self) -> bool:
+        """Whether every batch's answers wait for an fsync of its log record (group commit
+        then pays off: streams read ahead so that batches have several messages)."""
+        return self.data_dir is not None and self.fsync == "always"
+
 
 @dataclass(frozen=True)
 class _Setting:

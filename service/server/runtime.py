@@ -114,7 +114,8 @@ class HebbianServer:
             config, [self.metrics.interceptor(), *protection.interceptors(config), *sharding]
         )
         servicer = HebbianServicer(
-            self.registry, config.limits.max_samples_per_request, config.limits.max_message_bytes
+            self.registry, config.limits.max_samples_per_request, config.limits.max_message_bytes,
+            read_ahead=config.fsync_per_batch,
         )
         hebbian_pb2_grpc.add_HebbianServiceServicer_to_server(servicer, self._server)
         self.health.add_to_server(self._server)

@@ -14,7 +14,9 @@ import pytest
 
 from service.api import hebbian_pb2 as pb
 from service.api import hebbian_pb2_grpc as pb_grpc
-from tests.security.conftest import MAX_MODELS, MAX_STREAMS, health, raw
+from service.server.config import Limits, ServerConfig
+from service.server.runtime import HebbianServer
+from tests.security.conftest import MAX_MODELS, MAX_STREAMS, health, raw, running
 
 SAMPLE = np.full((1, 16), 0.25, np.float32)
 TINY = pb.ModelConfig(input_dim=2, layers=[pb.LayerConfig(units=1, rule="oja", seed=1)])
@@ -183,19 +185,51 @@ def test_a_request_whose_deadline_passes_while_queued_is_not_applied(limited_ser
 
 
 def test_a_cancelled_call_withdraws_its_queued_samples(limited_server, stub):
+    """Memory only: each stream's handler applies its own messages (inline), so a stalled
+    model has one message of the stream queued; the cancelled calls apply nothing."""
     before = step(stub)
     with StalledModel(limited_server) as stalled:
         unary = stub.Process.future(one_sample(), timeout=60)
         stream = OpenStream(stub)
         for i in range(3):
             stream.put(str(i))
-        assert eventually(lambda: stalled.model._combiner.depth == 4)  # all four queued
+        assert eventually(lambda: stalled.model._combiner.depth == 2)  # the call, 1 message
         unary.cancel()
         stream.cancel()
         time.sleep(0.2)
     later = stub.Process(one_sample(), timeout=30)
     assert later.step == before + 1
     assert every_stream_slot_is_free(stub)
+
+
+@pytest.fixture(scope="module")
+def read_ahead_server(tmp_path_factory) -> Iterator[HebbianServer]:
+    """A server that fsyncs every batch: its streams read ahead, for group commit."""
+    config = ServerConfig(port=0, metrics_port=0, data_dir=tmp_path_factory.mktemp("data"),
+                          fsync="always", limits=Limits(max_streams=MAX_STREAMS))
+    assert config.fsync_per_batch
+    with running(config) as server:
+        yield server
+
+
+def test_a_cancelled_stream_withdraws_the_messages_it_read_ahead(read_ahead_server):
+    with grpc.insecure_channel(read_ahead_server.target) as channel:
+        stub = pb_grpc.HebbianServiceStub(channel)
+        config = pb.ModelConfig(input_dim=16, layers=[pb.LayerConfig(units=4, rule="oja")])
+        stub.CreateModel(pb.CreateModelRequest(name=MODEL, config=config), timeout=60)
+        before = step(stub)
+        with StalledModel(read_ahead_server) as stalled:
+            unary = stub.Process.future(one_sample(), timeout=60)
+            stream = OpenStream(stub)
+            for i in range(3):
+                stream.put(str(i))
+            assert eventually(lambda: stalled.model._combiner.depth == 4)  # all four queued
+            unary.cancel()
+            stream.cancel()
+            time.sleep(0.2)
+        later = stub.Process(one_sample(), timeout=30)
+        assert later.step == before + 1
+        assert every_stream_slot_is_free(stub)
 
 
 def test_a_client_that_pings_too_often_is_sent_away(limited_server, limited_channel):

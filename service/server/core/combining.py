@@ -257,7 +257,8 @@ class Combiner:
                 except Exception as err:  # never leave a caller waiting
                     log.exception("a batch failed")
                     _fail_open(batch, InternalError(f"batch failed: {type(err).__name__}: {err}"))
-                _fail_open(batch, InternalError("the batch left this request unanswered"))
+                if not all(other.done for other in batch):
+                    _fail_open(batch, InternalError("the batch left this request unanswered"))
             with self._mutex:
                 for other in batch:
                     _wake_waiter(other)

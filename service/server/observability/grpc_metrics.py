@@ -81,26 +81,42 @@ class GrpcMetrics:
         )
 
 
-class _Call:
-    """Bookkeeping of one RPC: counts its messages and records how it ended. The
-    per-message counters are looked up once per call, not once per message."""
+class _MethodSeries:
+    """One method's children of the families, looked up once (not once per call or per
+    message: a `labels` lookup takes a lock and builds a key)."""
 
-    def __init__(
-        self, metrics: GrpcMetrics, labels: tuple[str, str, str], context: grpc.ServicerContext
-    ):
-        self.metrics, self.labels, self.context = metrics, labels, context
-        self.start = 0.0
+    def __init__(self, metrics: GrpcMetrics, labels: tuple[str, str, str]):
+        self._metrics, self._labels = metrics, labels
+        self.started = metrics.started.labels(*labels).inc
         self.received = metrics.received.labels(*labels).inc
         self.sent = metrics.sent.labels(*labels).inc
+        self.handling = metrics.handling.labels(*labels).observe
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled(self, code: grpc.StatusCode) -> None:
+        inc = self._handled.get(code)
+        if inc is None:
+            inc = self._metrics.handled.labels(*self._labels, GRPC_CODE_NAMES[code]).inc
+            self._handled[code] = inc
+        inc()
+
+
+class _Call:
+    """Bookkeeping of one RPC: counts its messages and records how it ended."""
+
+    def __init__(self, series: _MethodSeries, context: grpc.ServicerContext):
+        self.series, self.context = series, context
+        self.start = 0.0
+        self.received = series.received
+        self.sent = series.sent
 
     def begin(self) -> None:
         self.start = time.perf_counter()
-        self.metrics.started.labels(*self.labels).inc()
+        self.series.started()
 
     def end(self, failed: bool) -> None:
-        code = _final_code(self.context, failed)
-        self.metrics.handled.labels(*self.labels, GRPC_CODE_NAMES[code]).inc()
-        self.metrics.handling.labels(*self.labels).observe(time.perf_counter() - self.start)
+        self.series.handled(_final_code(self.context, failed))
+        self.series.handling(time.perf_counter() - self.start)
 
 
 def _final_code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
@@ -133,19 +149,45 @@ class _CountingIterator:
         return request
 
 
+_FACTORIES = {
+    "unary": grpc.unary_unary_rpc_method_handler,
+    "client_stream": grpc.stream_unary_rpc_method_handler,
+    "server_stream": grpc.unary_stream_rpc_method_handler,
+    "bidi_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
 class MetricsInterceptor(grpc.ServerInterceptor):
-    """Wraps every method handler, whatever its arity, to record ``grpc_server_*``."""
+    """Wraps every method handler, whatever its arity, to record ``grpc_server_*``.
+
+    gRPC asks interceptors for a handler on every call; the wrapped handler of a method
+    is kept and reused while the handler below stays the same object (the servicer's
+    usually does; an interceptor below may hand out a fresh one per call)."""
 
     def __init__(self, metrics: GrpcMetrics):
         self._metrics = metrics
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._series: dict[tuple[str, str, str], _MethodSeries] = {}
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        service, _, name = method.lstrip("/").rpartition("/")
         rpc_type = _RPC_TYPES[(handler.request_streaming, handler.response_streaming)]
-        labels = (rpc_type, service, method)
+        labels = (rpc_type, service, name)
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = _MethodSeries(self._metrics, labels)
         wrap = _wrap_stream_response if handler.response_streaming else _wrap_unary_response
         behavior = {
             "unary": handler.unary_unary,
@@ -153,14 +195,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             "server_stream": handler.unary_stream,
             "bidi_stream": handler.stream_stream,
         }[rpc_type]
-        factory = {
-            "unary": grpc.unary_unary_rpc_method_handler,
-            "client_stream": grpc.stream_unary_rpc_method_handler,
-            "server_stream": grpc.unary_stream_rpc_method_handler,
-            "bidi_stream": grpc.stream_stream_rpc_method_handler,
-        }[rpc_type]
-        return factory(
-            wrap(behavior, self._metrics, labels, handler.request_streaming),
+        return _FACTORIES[rpc_type](
+            wrap(behavior, series, handler.request_streaming),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -173,9 +209,9 @@ def _request_argument(request: Any, call: _Call, streaming: bool) -> Any:
     return request
 
 
-def _wrap_unary_response(behavior, metrics, labels, request_streaming):
+def _wrap_unary_response(behavior, series, request_streaming):
     def handle(request, context):
-        call = _Call(metrics, labels, context)
+        call = _Call(series, context)
         call.begin()
         try:
             response = behavior(_request_argument(request, call, request_streaming), context)
@@ -190,12 +226,12 @@ def _wrap_unary_response(behavior, metrics, labels, request_streaming):
     return handle
 
 
-def _wrap_stream_response(behavior, metrics, labels, request_streaming):
+def _wrap_stream_response(behavior, series, request_streaming):
     def handle(request, context):
         # Everything happens inside the generator, so a call grpc never starts (cancelled
         # before its first message) is neither started nor handled. grpc closes the
         # generator when the client goes away: GeneratorExit lands in the except below.
-        call = _Call(metrics, labels, context)
+        call = _Call(series, context)
         call.begin()
         try:
             for response in behavior(_request_argument(request, call, request_streaming), context):

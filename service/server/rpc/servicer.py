@@ -60,12 +60,16 @@ class HebbianServicer(MoveMethods, pb_grpc.HebbianServiceServicer):
         refused with RESOURCE_EXHAUSTED.
       max_message_bytes: the server's message size limit; a request whose activations
         would not fit in a response is refused with RESOURCE_EXHAUSTED before it runs.
+      read_ahead: streams keep several messages in flight (for group commit when every
+        batch is fsynced); else each stream's handler applies its messages itself.
     """
 
     def __init__(
-        self, registry: ModelRegistry, max_samples_per_request: int, max_message_bytes: int
+        self, registry: ModelRegistry, max_samples_per_request: int, max_message_bytes: int,
+        read_ahead: bool = True,
     ):
         self._registry = registry
+        self._read_ahead = read_ahead
         self._parser = RequestParser(registry, max_samples_per_request, max_message_bytes)
 
     # -- learning and inference ------------------------------------------------------
@@ -83,7 +87,7 @@ class HebbianServicer(MoveMethods, pb_grpc.HebbianServiceServicer):
         self, requests: Iterator[pb.StreamProcessRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.StreamProcessResponse]:
         """Answer each message of a stream in order; a bad message ends the stream."""
-        return answer_stream(requests, context, self._parser, abort)
+        return answer_stream(requests, context, self._parser, abort, self._read_ahead)
 
     # -- model management ------------------------------------------------------------
 

@@ -1,17 +1,22 @@
-"""One `StreamProcess` call: messages read ahead and applied as they arrive, answered in
-order.
+"""One `StreamProcess` call: each message applied as it arrives, answered in order.
 
-Two threads per stream. The *reader* parses each message and submits it to its model at
-once: when the model is idle the reader applies it itself, on its own thread (it is the
-model's holder until the message is done); when another thread holds the model, the
-message queues and goes into the holder's next batch, and the reader goes on reading. So
-a stream keeps up to `STREAM_WINDOW` messages in flight (bounded in bytes as well), which
-gives group commit (one log write and one fsync per batch) something to group. The
-gRPC *handler* thread takes the messages in order, waits for each one's answer (and
-becomes the holder itself if its message is still queued when the holder leaves) and
-yields it. When the call ends early (the client cancelled or went away), every message
-not yet begun is withdrawn, never applied. A bad message ends the stream with its status;
-the messages before it stay answered and applied.
+Two ways, chosen by the server's durability (`read_ahead`):
+
+- *Inline* (no write-ahead log, or one not fsynced per batch): the gRPC handler thread
+  reads a message, submits it (applying it itself when the model is idle, or waiting
+  for the holder, who applies it in its next batch) and yields its answer, like a plain
+  echo handler: one thread per stream, no hand-off. Other streams' messages for the same
+  model still combine with it.
+- *Read-ahead* (fsync `always`): a *reader* thread parses each message and submits it at
+  once, so that a stream keeps up to `STREAM_WINDOW` messages in flight (bounded in bytes
+  as well) and group commit (one log write and one fsync per batch) has something to
+  group. The handler thread takes the messages in order, waits for each one's answer (and
+  becomes the holder itself if its message is still queued when the holder leaves) and
+  yields it.
+
+When the call ends early (the client cancelled or went away), every message not yet
+begun is withdrawn, never applied. A bad message ends the stream with its status; the
+messages before it stay answered and applied.
 """
 
 from __future__ import annotations
@@ -42,8 +47,55 @@ def answer_stream(
     context: grpc.ServicerContext,
     parser: RequestParser,
     abort: Callable[[grpc.ServicerContext, DomainError], None],
+    read_ahead: bool = True,
 ) -> Iterator[pb.StreamProcessResponse]:
-    """The answers of one stream, in order; `abort` ends the call for a refused message."""
+    """The answers of one stream, in order; `abort` ends the call for a refused message.
+    `read_ahead`: keep a window of messages in flight (for group commit)."""
+    if not read_ahead:
+        return _answer_inline(messages, context, parser, abort)
+    return _answer_read_ahead(messages, context, parser, abort)
+
+
+def _answer_inline(messages, context, parser, abort) -> Iterator[pb.StreamProcessResponse]:
+    current = _Current()
+    if not context.add_callback(current.withdraw):  # the call has ended already
+        return
+    for message in messages:
+        try:
+            model, pending = parser.parse(message)
+            current.set(model, pending)
+            model.submit(pending)
+            answer = model.wait(pending)
+        except DomainError as err:
+            abort(context, err)
+        current.set(None, None)
+        yield pb.StreamProcessResponse(**answer_fields(message, model, answer))
+
+
+class _Current:
+    """The message an inline stream is applying: withdrawn if the call ends meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._item: tuple | None = None
+        self._ended = False
+
+    def set(self, model, pending) -> None:
+        with self._lock:
+            self._item = None if model is None else (model, pending)
+            if self._ended and model is not None:
+                model.withdraw(pending)  # never applied: the call is over
+
+    def withdraw(self) -> None:
+        with self._lock:
+            self._ended = True
+            item = self._item
+        if item is not None:
+            model, pending = item
+            model.withdraw(pending)
+
+
+def _answer_read_ahead(messages, context, parser, abort) -> Iterator[pb.StreamProcessResponse]:
     window = StreamWindow(STREAM_WINDOW, STREAM_WINDOW_BYTES)
     if not context.add_callback(window.withdraw):  # the call has ended already
         return
