@@ -24,7 +24,8 @@ reads, is checked as it is written). The results are those of checking every upd
 bit for bit.
 
 Kernels are (input_dim, units), row-major: inner loops run over units, contiguous, so they
-vectorise without reassociating a sum (no fastmath); the one reduction over units
+vectorise without reassociating a sum (fastmath is FMA contraction only, no
+reassociation); the one reduction over units
 (``oja_subspace``) uses a fixed split into eight partial sums. Results do not depend on
 how samples are grouped into calls. Indices are unsigned, so that no index needs a
 negative-index check. Each rule is the formula of `service.model.rules` for one sample
@@ -73,7 +74,10 @@ _SIGNATURE = types.void(
     _array(types.boolean, 1),  # skipped
     _array(types.float32, 1),  # scratch
 )
-_OPTIONS = {"nogil": True, "cache": True, "error_model": "numpy", "boundscheck": False}
+# FMA contraction only (a * b + c in one rounding): no reassociation, so every sum keeps its
+# order and the code, hence the results, are the same whatever the grouping of samples.
+_OPTIONS = {"nogil": True, "cache": True, "error_model": "numpy", "boundscheck": False,
+            "fastmath": {"contract"}}
 
 
 @njit(inline="always")
