@@ -184,22 +184,28 @@ def test_a_request_whose_deadline_passes_while_queued_is_not_applied(limited_ser
     assert step(stub) == before + 1
 
 
-def test_a_cancelled_call_withdraws_its_queued_samples(limited_server, stub):
-    """Memory only: each stream's handler applies its own messages (inline), so a stalled
-    model has one message of the stream queued; the cancelled calls apply nothing."""
+def cancel_while_stalled(server, stub, queued: int) -> None:
+    """Stall the model, queue a unary call and a 3-message stream, cancel both: nothing
+    of them is applied (`queued`: the items the stalled model holds before the cancel)."""
     before = step(stub)
-    with StalledModel(limited_server) as stalled:
+    with StalledModel(server) as stalled:
         unary = stub.Process.future(one_sample(), timeout=60)
         stream = OpenStream(stub)
         for i in range(3):
             stream.put(str(i))
-        assert eventually(lambda: stalled.model._combiner.depth == 2)  # the call, 1 message
+        assert eventually(lambda: stalled.model._combiner.depth == queued)
         unary.cancel()
         stream.cancel()
         time.sleep(0.2)
     later = stub.Process(one_sample(), timeout=30)
     assert later.step == before + 1
     assert every_stream_slot_is_free(stub)
+
+
+def test_a_cancelled_call_withdraws_its_queued_samples(limited_server, stub):
+    """Memory only: each stream's handler applies its own messages (inline), so the
+    stalled model holds the unary call and the stream's first message."""
+    cancel_while_stalled(limited_server, stub, queued=2)
 
 
 @pytest.fixture(scope="module")
@@ -213,23 +219,13 @@ def read_ahead_server(tmp_path_factory) -> Iterator[HebbianServer]:
 
 
 def test_a_cancelled_stream_withdraws_the_messages_it_read_ahead(read_ahead_server):
+    """fsync always: the stream's reader submits all three messages while the model is
+    stalled; the cancel withdraws every one."""
     with grpc.insecure_channel(read_ahead_server.target) as channel:
         stub = pb_grpc.HebbianServiceStub(channel)
         config = pb.ModelConfig(input_dim=16, layers=[pb.LayerConfig(units=4, rule="oja")])
         stub.CreateModel(pb.CreateModelRequest(name=MODEL, config=config), timeout=60)
-        before = step(stub)
-        with StalledModel(read_ahead_server) as stalled:
-            unary = stub.Process.future(one_sample(), timeout=60)
-            stream = OpenStream(stub)
-            for i in range(3):
-                stream.put(str(i))
-            assert eventually(lambda: stalled.model._combiner.depth == 4)  # all four queued
-            unary.cancel()
-            stream.cancel()
-            time.sleep(0.2)
-        later = stub.Process(one_sample(), timeout=30)
-        assert later.step == before + 1
-        assert every_stream_slot_is_free(stub)
+        cancel_while_stalled(read_ahead_server, stub, queued=4)
 
 
 def test_a_client_that_pings_too_often_is_sent_away(limited_server, limited_channel):

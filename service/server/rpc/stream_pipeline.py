@@ -68,7 +68,7 @@ def _answer_inline(messages, context, parser, abort) -> Iterator[pb.StreamProces
             answer = model.wait(pending)
         except DomainError as err:
             abort(context, err)
-        current.set(None, None)
+        current.clear()
         yield pb.StreamProcessResponse(**answer_fields(message, model, answer))
 
 
@@ -82,9 +82,13 @@ class _Current:
 
     def set(self, model, pending) -> None:
         with self._lock:
-            self._item = None if model is None else (model, pending)
-            if self._ended and model is not None:
+            self._item = (model, pending)
+            if self._ended:
                 model.withdraw(pending)  # never applied: the call is over
+
+    def clear(self) -> None:
+        with self._lock:
+            self._item = None
 
     def withdraw(self) -> None:
         with self._lock:
