@@ -248,39 +248,50 @@ def _row_dot(src, row, acts, yo, u):
 def _sanger_rows(src, dst, acts, xo, yo, k0, d, u, eta):
     """Sanger's update of every kernel row, dw_ij = eta y_j (x_i - sum_{k<=j} w_ik y_k).
 
-    Each row's running sum over units is a chain of dependent additions; four rows at a
-    time keep four chains in flight (the sums themselves are the same, in the same order).
+    Each row's running sum over units is a chain of dependent additions: a first pass
+    runs eight rows' chains at once and parks the sums c_j in the rows of `dst`, then a
+    second pass per row, which vectorises, turns them into the new weights (the sums are
+    the same, in the same order, as one row at a time).
     """
-    four = np.uint64(4)
+    one, eight = np.uint64(1), np.uint64(8)
     i = np.uint64(0)
-    while i + four <= d:
-        r0, r1, r2, r3 = k0 + i * u, k0 + (i + np.uint64(1)) * u, \
-            k0 + (i + np.uint64(2)) * u, k0 + (i + np.uint64(3)) * u
-        x0, x1 = acts[xo + i], acts[xo + i + np.uint64(1)]
-        x2, x3 = acts[xo + i + np.uint64(2)], acts[xo + i + np.uint64(3)]
-        c0 = c1 = c2 = c3 = _ZERO
+    while i + eight <= d:
+        r0 = k0 + i * u
+        r1, r2, r3, r4 = r0 + u, r0 + np.uint64(2) * u, r0 + np.uint64(3) * u, \
+            r0 + np.uint64(4) * u
+        r5, r6, r7 = r0 + np.uint64(5) * u, r0 + np.uint64(6) * u, r0 + np.uint64(7) * u
+        c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = _ZERO
         for j in range(u):
             y = acts[yo + j]
-            k = src[r0 + j]
-            c0 += k * y
-            dst[r0 + j] = k + eta * (x0 * y - y * c0)
-            k = src[r1 + j]
-            c1 += k * y
-            dst[r1 + j] = k + eta * (x1 * y - y * c1)
-            k = src[r2 + j]
-            c2 += k * y
-            dst[r2 + j] = k + eta * (x2 * y - y * c2)
-            k = src[r3 + j]
-            c3 += k * y
-            dst[r3 + j] = k + eta * (x3 * y - y * c3)
-        i += four
+            c0 += src[r0 + j] * y
+            dst[r0 + j] = c0
+            c1 += src[r1 + j] * y
+            dst[r1 + j] = c1
+            c2 += src[r2 + j] * y
+            dst[r2 + j] = c2
+            c3 += src[r3 + j] * y
+            dst[r3 + j] = c3
+            c4 += src[r4 + j] * y
+            dst[r4 + j] = c4
+            c5 += src[r5 + j] * y
+            dst[r5 + j] = c5
+            c6 += src[r6 + j] * y
+            dst[r6 + j] = c6
+            c7 += src[r7 + j] * y
+            dst[r7 + j] = c7
+        for r in range(eight):
+            row, xi = r0 + r * u, acts[xo + i + r]
+            for j in range(u):
+                y = acts[yo + j]
+                dst[row + j] = src[row + j] + eta * (xi * y - y * dst[row + j])
+        i += eight
     while i < d:
         row, xi, c = k0 + i * u, acts[xo + i], _ZERO
         for j in range(u):
             k, y = src[row + j], acts[yo + j]
             c += k * y
             dst[row + j] = k + eta * (xi * y - y * c)
-        i += np.uint64(1)
+        i += one
 
 
 @njit(inline="always")
@@ -308,7 +319,7 @@ def _learn_sample(layout, rates, layer, src, dst, masks, counters, acts, factor,
                 y = acts[yo + j]
                 dst[row + j] = src[row + j] + eta * (xi * y - s * y)
         elif rule == SANGER:
-            pass  # all rows at once below: four independent running sums
+            pass  # all rows at once below: eight independent running sums
         elif rule == BCM:
             for j in range(u):
                 dst[row + j] = src[row + j] + eta * (xi * factor[j])
