@@ -26,12 +26,13 @@ bit for bit.
 
 Kernels are (input_dim, units), row-major: inner loops run over units, contiguous, so they
 vectorise without reassociating a sum (fastmath is FMA contraction only, no
-reassociation); the one reduction over units
-(``oja_subspace``) uses a fixed split into eight partial sums. Results do not depend on
-how samples are grouped into calls. Indices are unsigned, so that no index needs a
-negative-index check. Each rule is the formula of `service.model.rules` for one sample
-(W = kernel^T, one row per unit); ``batch_mean`` takes the mean of the per-sample
-updates at the call's starting state.
+reassociation); the one reduction over units (``oja_subspace``) uses a fixed split into
+eight partial sums, four rows per pass over y, and Sanger's running sums (a chain of
+additions per row) run eight rows at once. Results do not depend on how samples are
+grouped into calls. Indices are unsigned, so that no index needs a negative-index check.
+Each rule is the formula of `service.model.rules` for one sample (W = kernel^T, one row
+per unit); ``batch_mean`` takes the mean of the per-sample updates at the call's
+starting state.
 """
 
 from __future__ import annotations
@@ -225,63 +226,135 @@ def _update_threshold(layout, rates, layer, src, dst, mean_yy):
 
 
 @njit(inline="always")
+def _add8(s, src, p, acts, q):
+    """The eight partial sums `s` plus src[p + m] * acts[q + m], m = 0..7."""
+    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    five, six, seven = np.uint64(5), np.uint64(6), np.uint64(7)
+    return (s[0] + src[p] * acts[q], s[1] + src[p + one] * acts[q + one],
+            s[2] + src[p + two] * acts[q + two], s[3] + src[p + three] * acts[q + three],
+            s[4] + src[p + four] * acts[q + four], s[5] + src[p + five] * acts[q + five],
+            s[6] + src[p + six] * acts[q + six], s[7] + src[p + seven] * acts[q + seven])
+
+
+@njit(inline="always")
+def _total8(s):
+    """Eight partial sums combined, always in this order."""
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+
+
+@njit(inline="always")
 def _row_dot(src, row, acts, yo, u):
     """sum_j src[row + j] * y[j] as eight fixed partial sums (vectorises; deterministic)."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _ZERO
+    s = (_ZERO, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO)
     eight = np.uint64(8)
     blocks = u // eight * eight
     for j in range(np.uint64(0), blocks, eight):
-        s0 += src[row + j] * acts[yo + j]
-        s1 += src[row + j + np.uint64(1)] * acts[yo + j + np.uint64(1)]
-        s2 += src[row + j + np.uint64(2)] * acts[yo + j + np.uint64(2)]
-        s3 += src[row + j + np.uint64(3)] * acts[yo + j + np.uint64(3)]
-        s4 += src[row + j + np.uint64(4)] * acts[yo + j + np.uint64(4)]
-        s5 += src[row + j + np.uint64(5)] * acts[yo + j + np.uint64(5)]
-        s6 += src[row + j + np.uint64(6)] * acts[yo + j + np.uint64(6)]
-        s7 += src[row + j + np.uint64(7)] * acts[yo + j + np.uint64(7)]
-    total = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+        s = _add8(s, src, row + j, acts, yo + j)
+    total = _total8(s)
     for j in range(blocks, u):
         total += src[row + j] * acts[yo + j]
     return total
 
 
 @njit(inline="always")
+def _row_dots4(src, row, acts, yo, u):
+    """`_row_dot` of four consecutive rows, each summed exactly as there, with one load
+    of y per four rows."""
+    s0 = s1 = s2 = s3 = (_ZERO, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO)
+    eight = np.uint64(8)
+    r1, r2, r3 = row + u, row + np.uint64(2) * u, row + np.uint64(3) * u
+    blocks = u // eight * eight
+    for j in range(np.uint64(0), blocks, eight):
+        q = yo + j
+        s0 = _add8(s0, src, row + j, acts, q)
+        s1 = _add8(s1, src, r1 + j, acts, q)
+        s2 = _add8(s2, src, r2 + j, acts, q)
+        s3 = _add8(s3, src, r3 + j, acts, q)
+    t0, t1, t2, t3 = _total8(s0), _total8(s1), _total8(s2), _total8(s3)
+    for j in range(blocks, u):
+        y = acts[yo + j]
+        t0 += src[row + j] * y
+        t1 += src[r1 + j] * y
+        t2 += src[r2 + j] * y
+        t3 += src[r3 + j] * y
+    return t0, t1, t2, t3
+
+
+@njit(inline="always")
+def _oja_subspace_rows(src, dst, acts, xo, yo, k0, d, u, eta):
+    """The subspace rule's update of every kernel row, dw_ij = eta y_j (x_i - w_i . y),
+    four rows per pass over y."""
+    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    i = np.uint64(0)
+    while i + four <= d:
+        r0 = k0 + i * u
+        r1, r2, r3 = r0 + u, r0 + two * u, r0 + three * u
+        s0, s1, s2, s3 = _row_dots4(src, r0, acts, yo, u)
+        x0, x1, x2, x3 = acts[xo + i], acts[xo + i + one], acts[xo + i + two], acts[xo + i + three]
+        for j in range(u):
+            y = acts[yo + j]
+            dst[r0 + j] = src[r0 + j] + eta * (x0 * y - s0 * y)
+            dst[r1 + j] = src[r1 + j] + eta * (x1 * y - s1 * y)
+            dst[r2 + j] = src[r2 + j] + eta * (x2 * y - s2 * y)
+            dst[r3 + j] = src[r3 + j] + eta * (x3 * y - s3 * y)
+        i += four
+    while i < d:
+        row, xi = k0 + i * u, acts[xo + i]
+        s = _row_dot(src, row, acts, yo, u)
+        for j in range(u):
+            y = acts[yo + j]
+            dst[row + j] = src[row + j] + eta * (xi * y - s * y)
+        i += one
+
+
+@njit(inline="always")
 def _sanger_rows(src, dst, acts, xo, yo, k0, d, u, eta):
     """Sanger's update of every kernel row, dw_ij = eta y_j (x_i - sum_{k<=j} w_ik y_k).
 
-    Each row's running sum over units is a chain of dependent additions; four rows at a
-    time keep four chains in flight (the sums themselves are the same, in the same order).
+    Each row's running sum over units is a chain of dependent additions: a first pass
+    runs eight rows' chains at once and parks the sums c_j in the rows of `dst`, then a
+    second pass per row, which vectorises, turns them into the new weights (the sums are
+    the same, in the same order, as one row at a time).
     """
-    four = np.uint64(4)
+    one, eight = np.uint64(1), np.uint64(8)
     i = np.uint64(0)
-    while i + four <= d:
-        r0, r1, r2, r3 = k0 + i * u, k0 + (i + np.uint64(1)) * u, \
-            k0 + (i + np.uint64(2)) * u, k0 + (i + np.uint64(3)) * u
-        x0, x1 = acts[xo + i], acts[xo + i + np.uint64(1)]
-        x2, x3 = acts[xo + i + np.uint64(2)], acts[xo + i + np.uint64(3)]
-        c0 = c1 = c2 = c3 = _ZERO
+    while i + eight <= d:
+        r0 = k0 + i * u
+        r1, r2, r3, r4 = r0 + u, r0 + np.uint64(2) * u, r0 + np.uint64(3) * u, \
+            r0 + np.uint64(4) * u
+        r5, r6, r7 = r0 + np.uint64(5) * u, r0 + np.uint64(6) * u, r0 + np.uint64(7) * u
+        c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = _ZERO
         for j in range(u):
             y = acts[yo + j]
-            k = src[r0 + j]
-            c0 += k * y
-            dst[r0 + j] = k + eta * (x0 * y - y * c0)
-            k = src[r1 + j]
-            c1 += k * y
-            dst[r1 + j] = k + eta * (x1 * y - y * c1)
-            k = src[r2 + j]
-            c2 += k * y
-            dst[r2 + j] = k + eta * (x2 * y - y * c2)
-            k = src[r3 + j]
-            c3 += k * y
-            dst[r3 + j] = k + eta * (x3 * y - y * c3)
-        i += four
+            c0 += src[r0 + j] * y
+            dst[r0 + j] = c0
+            c1 += src[r1 + j] * y
+            dst[r1 + j] = c1
+            c2 += src[r2 + j] * y
+            dst[r2 + j] = c2
+            c3 += src[r3 + j] * y
+            dst[r3 + j] = c3
+            c4 += src[r4 + j] * y
+            dst[r4 + j] = c4
+            c5 += src[r5 + j] * y
+            dst[r5 + j] = c5
+            c6 += src[r6 + j] * y
+            dst[r6 + j] = c6
+            c7 += src[r7 + j] * y
+            dst[r7 + j] = c7
+        for r in range(eight):
+            row, xi = r0 + r * u, acts[xo + i + r]
+            for j in range(u):
+                y = acts[yo + j]
+                dst[row + j] = src[row + j] + eta * (xi * y - y * dst[row + j])
+        i += eight
     while i < d:
         row, xi, c = k0 + i * u, acts[xo + i], _ZERO
         for j in range(u):
             k, y = src[row + j], acts[yo + j]
             c += k * y
             dst[row + j] = k + eta * (xi * y - y * c)
-        i += np.uint64(1)
+        i += one
 
 
 @njit(inline="always")
@@ -296,28 +369,24 @@ def _learn_sample(layout, rates, layer, src, dst, masks, counters, acts, factor,
     for j in range(u):
         y = acts[yo + j]
         factor[j] = y * (y - src[t0 + j]) if rule == BCM else y * y
-    for i in range(d):
-        xi = acts[xo + i]
-        row = k0 + i * u
-        if rule == OJA:
-            for j in range(u):
-                k = src[row + j]
-                dst[row + j] = k + eta * (xi * acts[yo + j] - k * factor[j])
-        elif rule == OJA_SUBSPACE:
-            s = _row_dot(src, row, acts, yo, u)
-            for j in range(u):
-                y = acts[yo + j]
-                dst[row + j] = src[row + j] + eta * (xi * y - s * y)
-        elif rule == SANGER:
-            pass  # all rows at once below: four independent running sums
-        elif rule == BCM:
-            for j in range(u):
-                dst[row + j] = src[row + j] + eta * (xi * factor[j])
-        else:  # HEBB
-            for j in range(u):
-                dst[row + j] = src[row + j] + eta * (xi * acts[yo + j])
-    if rule == SANGER:
+    if rule == OJA_SUBSPACE:
+        _oja_subspace_rows(src, dst, acts, xo, yo, k0, d, u, eta)
+    elif rule == SANGER:
         _sanger_rows(src, dst, acts, xo, yo, k0, d, u, eta)
+    else:
+        for i in range(d):
+            xi = acts[xo + i]
+            row = k0 + i * u
+            if rule == OJA:
+                for j in range(u):
+                    k = src[row + j]
+                    dst[row + j] = k + eta * (xi * acts[yo + j] - k * factor[j])
+            elif rule == BCM:
+                for j in range(u):
+                    dst[row + j] = src[row + j] + eta * (xi * factor[j])
+            else:  # HEBB
+                for j in range(u):
+                    dst[row + j] = src[row + j] + eta * (xi * acts[yo + j])
     _finish_kernel(layout, rates, layer, dst, masks, norms)
     bad = 0
     if rule == BCM:
