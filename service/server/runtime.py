@@ -137,6 +137,7 @@ class HebbianServer:
           ConfigError: a configured model is invalid.
           StartupError: a port could not be bound.
         """
+        _one_blas_thread()
         models = self._open_models()
         address = f"{_host(self.config.host)}:{self.config.port}"
         self.port = protection.bind(self._server, address, self._credentials)
@@ -328,3 +329,15 @@ def _exit_on_durability_failure(err: BaseException) -> None:
 
 
 _EXIT_DELAY_S = 0.5
+
+
+def _one_blas_thread() -> None:
+    """Keep numpy's BLAS on one thread in the serving process (for the whole process).
+
+    The server's only BLAS work is small (the quality measures, every 50 ms): with a BLAS
+    thread pool, OpenBLAS's idle workers busy-wait for the next call, which keeps one core
+    per worker busy for nothing, the cores that gRPC and the engine need.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")

@@ -93,3 +93,15 @@ def test_an_unwritable_engine_cache_directory_stops_the_start_with_one_line(tmp_
     )
     assert result.returncode == 1
     assert "cannot use engine cache directory" in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_serving_process_keeps_blas_on_one_thread(hebbian_server):
+    """OpenBLAS's idle workers busy-wait between calls: with the quality measures calling
+    BLAS every 50 ms they would keep a core busy for nothing, so the server limits BLAS
+    to one thread (the engine's kernels are numba code and do not use it)."""
+    from threadpoolctl import threadpool_info
+
+    blas = [pool for pool in threadpool_info()
+            if pool["user_api"] == "blas" and "numpy" in pool["filepath"]]
+    assert blas, threadpool_info()
+    assert all(pool["num_threads"] == 1 for pool in blas), blas
