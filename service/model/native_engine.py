@@ -4,8 +4,7 @@ The state of every layer lives in a few flat numpy buffers (two rows of kernels,
 and thresholds, one of masks and steps; see `service.model.native_kernels`), described by
 a per-layer table of offsets, codes and rates. The compiled kernels take only those
 arrays, so one compilation, cached on disk, serves every model of every size, and the
-GIL is released while they run: two models learn on two cores at once. Calls shorter than
-`HOLD_GIL_BELOW` multiply-adds go to twins that keep the GIL. No TensorFlow.
+GIL is released while they run: two models learn on two cores at once. No TensorFlow.
 
 The compiled code is cached in ``NUMBA_CACHE_DIR``; `configure_cache` sets it, and must
 run before the first engine is built (the kernels module is imported then).
@@ -35,10 +34,6 @@ CACHE_ENV = "NUMBA_CACHE_DIR"
 # batch_mean takes one update per chunk of this many samples, as the XLA engine's largest
 # bucket does, so that both engines group a long call the same way.
 BATCH_MEAN_CHUNK = 1024
-# Calls of fewer multiply-adds than this (samples x the stack's weights) keep the GIL: a
-# short call is over before another thread could use the core, and taking the GIL back
-# after it would wait for whichever thread took it meanwhile (gRPC's poller, say).
-HOLD_GIL_BELOW = 1 << 18
 # Read-only flag buffers for calls with one learn flag for every sample (no copy per call).
 _ALL_LEARN = np.ones(4096, np.bool_)
 _NONE_LEARN = np.zeros(4096, np.bool_)
@@ -115,12 +110,8 @@ class NativeEngine:
                 f"all layers of a stack need one granularity; got {sorted(granularities)}"
             )
         kernels = _kernels()
-        if granularities == {"batch_mean"}:
-            self._run = _entry_point(kernels.run_batch_mean)
-            self._run_short = _entry_point(kernels.run_batch_mean_holding_gil)
-        else:
-            self._run = _entry_point(kernels.run_per_sample)
-            self._run_short = _entry_point(kernels.run_per_sample_holding_gil)
+        self._run = _entry_point(kernels.run_batch_mean if granularities == {"batch_mean"}
+                                 else kernels.run_per_sample)
         self._chunk = BATCH_MEAN_CHUNK if granularities == {"batch_mean"} else None
         self.input_dim = self.params[0].input_dim
         self.output_dim = self.params[-1].units
@@ -131,8 +122,6 @@ class NativeEngine:
         units = [p.units for p in self.params]
         self._scratch = np.zeros(self.input_dim + sum(units) + 3 * max(units), np.float32)
         self._slices = [_layer_slices(kernels, row) for row in self._layout]
-        weights_per_sample = sum(p.input_dim * p.units + p.units * p.units for p in self.params)
-        self._short_call = max(1, HOLD_GIL_BELOW // weights_per_sample)  # samples
         self.load_layer_states(states)
 
     @property
@@ -159,16 +148,15 @@ class NativeEngine:
             flags[:] = learn  # one flag, or one per sample (ValueError if it does not fit)
         outputs = np.empty((n, self.output_dim), np.float32)
         skipped = np.zeros(n, np.bool_)
-        run = self._run_short if n < self._short_call else self._run
         if self._chunk is None:
-            run(samples, flags, self._layout, self._rates, self._weights, self._masks,
-                self._counters, outputs, skipped, self._scratch)
+            self._run(samples, flags, self._layout, self._rates, self._weights, self._masks,
+                      self._counters, outputs, skipped, self._scratch)
             return EngineResult(outputs, skipped, int(self._counters[1]))
         for start in range(0, n, self._chunk):
             stop = min(start + self._chunk, n)
-            run(samples[start:stop], flags[start:stop], self._layout, self._rates,
-                self._weights, self._masks, self._counters, outputs[start:stop],
-                skipped[start:stop], self._scratch)
+            self._run(samples[start:stop], flags[start:stop], self._layout, self._rates,
+                      self._weights, self._masks, self._counters, outputs[start:stop],
+                      skipped[start:stop], self._scratch)
         return EngineResult(outputs, skipped, int(self._counters[1]))
 
     def warm_up(self) -> None:

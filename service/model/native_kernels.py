@@ -2,8 +2,7 @@
 
 Every model of every size goes through the same two functions, compiled once for one
 signature (and cached on disk): a stack is described by flat buffers and a small table of
-per-layer offsets and codes, not by Python objects. The GIL is released while they run
-(each has a twin that keeps it, for calls too short for the release to pay).
+per-layer offsets and codes, not by Python objects. The GIL is released while they run.
 
 Layout (built by `service.model.native_engine`): ``weights`` holds two copies (rows 0 and
 1) of every layer's kernel, lateral weights and BCM threshold, at the offsets of the
@@ -571,25 +570,3 @@ def run_batch_mean(samples, learn, layout, rates, weights, masks, counters, outp
     else:
         for n in range(n_samples):
             skipped[n] = learn[n]
-
-
-# Twins that keep the GIL, for short calls: releasing it costs little, but taking it back
-# after a few microseconds means waiting for whichever thread took it meanwhile (gRPC's
-# poller, another request), often longer than the call. Own names, so own cache files.
-_HOLDING_GIL = {**_OPTIONS, "nogil": False}
-
-
-@njit(_SIGNATURE, **_HOLDING_GIL)
-def run_per_sample_holding_gil(samples, learn, layout, rates, weights, masks, counters,
-                               outputs, skipped, scratch):
-    """`run_per_sample`, without releasing the GIL."""
-    run_per_sample(samples, learn, layout, rates, weights, masks, counters, outputs, skipped,
-                   scratch)
-
-
-@njit(_SIGNATURE, **_HOLDING_GIL)
-def run_batch_mean_holding_gil(samples, learn, layout, rates, weights, masks, counters,
-                               outputs, skipped, scratch):
-    """`run_batch_mean`, without releasing the GIL."""
-    run_batch_mean(samples, learn, layout, rates, weights, masks, counters, outputs, skipped,
-                   scratch)
