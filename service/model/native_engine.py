@@ -120,7 +120,8 @@ class NativeEngine:
         self._masks = np.zeros(size, np.float32)
         self._counters = np.zeros(1 + len(self.params), np.int64)  # live row, then steps
         units = [p.units for p in self.params]
-        self._scratch = np.zeros(self.input_dim + sum(units) + 3 * max(units), np.float32)
+        work = kernels.WORK_VECTORS * max(units)
+        self._scratch = np.zeros(self.input_dim + sum(units) + work, np.float32)
         self._slices = [_layer_slices(kernels, row) for row in self._layout]
         self.load_layer_states(states)
 

@@ -6,8 +6,9 @@ per-layer offsets and codes, not by Python objects. The GIL is released while th
 
 Layout (built by `service.model.native_engine`): ``weights`` holds two copies (rows 0 and
 1) of every layer's kernel, lateral weights and BCM threshold, at the offsets of the
-``layout`` table; ``counters`` holds the live row, then each layer's step. A learning
-sample reads the live row and writes the other, which becomes live: no copy and no
+``layout`` table; ``counters`` holds the live row, then each layer's step. The first
+learning sample of a call reads the live row and writes the other, which becomes live; the
+call's later samples update that row in place (`run_per_sample`): no copy and no
 allocation per sample. Fields a layer never updates (lateral weights without
 ``anti_hebbian``, the threshold without ``bcm``) hold the same values in both rows. The
 ``scratch`` buffer holds the current sample and every layer's output (``X_OFF``/``Y_OFF``),
@@ -19,16 +20,19 @@ update, so the check is left to the next forward pass, which reads every kernel 
 lateral weight: with finite inputs, a non-finite weight makes the products that read it
 non-finite (x * Inf and 0 * Inf are not finite). When a forward pass sees a non-finite
 product, or the call ends, the weights written last are checked in full, and a refused
-update is undone by making the previous row live again (the threshold, which no product
-reads, is checked as it is written). The results are those of checking every update,
+update is undone by going back to the row the call (or the last refusal) started from and
+replaying the updates since (the threshold, which no product reads, is checked as it is
+written). The results are those of checking every update,
 bit for bit.
 
 Kernels are (input_dim, units), row-major: inner loops run over units, contiguous, so they
 vectorise without reassociating a sum (fastmath is FMA contraction only, no
 reassociation); the one reduction over units (``oja_subspace``) uses a fixed split into
 eight partial sums, four rows per pass over y, and Sanger's running sums (a chain of
-additions per row) run eight rows at once. Results do not depend on how samples are
-grouped into calls. Indices are unsigned, so that no index needs a negative-index check.
+additions per row) run eight rows at once, parked in the work space. An update in place
+passes one array as both source and destination: two arrays that might overlap would make
+LLVM check at run time, and they do overlap, so the loops would run unvectorised. Results
+do not depend on how samples are grouped into calls. Indices are unsigned, so that no index needs a negative-index check.
 Each rule is the formula of `service.model.rules` for one sample (W = kernel^T, one row
 per unit); ``batch_mean`` takes the mean of the per-sample updates at the call's
 starting state.
@@ -46,6 +50,7 @@ LAYOUT_COLUMNS = 12
 # ... and of the hyper-parameter table `rates` (float32).
 RATE, DECAY_STEPS, LATERAL_RATE, NORM_TARGET, WEIGHT_BOUND, THRESHOLD_RATE = range(6)
 RATE_COLUMNS = 6
+WORK_VECTORS = 11  # work space after the activations, in vectors of the widest layer
 LIVE = 0  # counters[LIVE] is the live row of `weights`; counters[1 + layer] its step
 
 # Codes of the table's categorical columns, in `service.model.params` order.
@@ -307,45 +312,46 @@ def _oja_subspace_rows(src, dst, acts, xo, yo, k0, d, u, eta):
 
 
 @njit(inline="always")
-def _sanger_rows(src, dst, acts, xo, yo, k0, d, u, eta):
+def _sanger_rows(src, dst, park, acts, xo, yo, k0, d, u, eta):
     """Sanger's update of every kernel row, dw_ij = eta y_j (x_i - sum_{k<=j} w_ik y_k).
 
     Each row's running sum over units is a chain of dependent additions: a first pass
-    runs eight rows' chains at once and parks the sums c_j in the rows of `dst`, then a
-    second pass per row, which vectorises, turns them into the new weights (the sums are
-    the same, in the same order, as one row at a time).
+    runs eight rows' chains at once and parks the sums c_j in `park` (eight rows of u),
+    then a second pass per row, which vectorises, turns them into the new weights (the
+    sums are the same, in the same order, as one row at a time). `dst` may be `src`.
     """
     one, eight = np.uint64(1), np.uint64(8)
+    p1, p2, p3, p4 = u, np.uint64(2) * u, np.uint64(3) * u, np.uint64(4) * u
+    p5, p6, p7 = np.uint64(5) * u, np.uint64(6) * u, np.uint64(7) * u
     i = np.uint64(0)
     while i + eight <= d:
         r0 = k0 + i * u
-        r1, r2, r3, r4 = r0 + u, r0 + np.uint64(2) * u, r0 + np.uint64(3) * u, \
-            r0 + np.uint64(4) * u
-        r5, r6, r7 = r0 + np.uint64(5) * u, r0 + np.uint64(6) * u, r0 + np.uint64(7) * u
+        r1, r2, r3, r4 = r0 + p1, r0 + p2, r0 + p3, r0 + p4
+        r5, r6, r7 = r0 + p5, r0 + p6, r0 + p7
         c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = _ZERO
         for j in range(u):
             y = acts[yo + j]
             c0 += src[r0 + j] * y
-            dst[r0 + j] = c0
+            park[j] = c0
             c1 += src[r1 + j] * y
-            dst[r1 + j] = c1
+            park[p1 + j] = c1
             c2 += src[r2 + j] * y
-            dst[r2 + j] = c2
+            park[p2 + j] = c2
             c3 += src[r3 + j] * y
-            dst[r3 + j] = c3
+            park[p3 + j] = c3
             c4 += src[r4 + j] * y
-            dst[r4 + j] = c4
+            park[p4 + j] = c4
             c5 += src[r5 + j] * y
-            dst[r5 + j] = c5
+            park[p5 + j] = c5
             c6 += src[r6 + j] * y
-            dst[r6 + j] = c6
+            park[p6 + j] = c6
             c7 += src[r7 + j] * y
-            dst[r7 + j] = c7
+            park[p7 + j] = c7
         for r in range(eight):
-            row, xi = r0 + r * u, acts[xo + i + r]
+            row, xi, sums = r0 + r * u, acts[xo + i + r], r * u
             for j in range(u):
                 y = acts[yo + j]
-                dst[row + j] = src[row + j] + eta * (xi * y - y * dst[row + j])
+                dst[row + j] = src[row + j] + eta * (xi * y - y * park[sums + j])
         i += eight
     while i < d:
         row, xi, c = k0 + i * u, acts[xo + i], _ZERO
@@ -357,9 +363,11 @@ def _sanger_rows(src, dst, acts, xo, yo, k0, d, u, eta):
 
 
 @njit(inline="always")
-def _learn_sample(layout, rates, layer, src, dst, masks, counters, acts, factor, norms):
-    """Write one layer's state after one sample into row `dst`; nonzero if the new BCM
-    threshold is not finite (the weights are checked by the next forward pass)."""
+def _learn_sample(layout, rates, layer, src, dst, masks, counters, acts, factor, norms, park):
+    """Write one layer's state after one sample into row `dst` (which may be `src`: every
+    new value is written after the old values it is computed from are read); nonzero if
+    the new BCM threshold is not finite (the weights are checked by the next forward
+    pass)."""
     d, u = _at(layout, layer, IN), _at(layout, layer, UNITS)
     k0, xo, yo = _at(layout, layer, K_OFF), _at(layout, layer, X_OFF), _at(layout, layer, Y_OFF)
     t0 = _at(layout, layer, T_OFF)
@@ -371,7 +379,7 @@ def _learn_sample(layout, rates, layer, src, dst, masks, counters, acts, factor,
     if rule == OJA_SUBSPACE:
         _oja_subspace_rows(src, dst, acts, xo, yo, k0, d, u, eta)
     elif rule == SANGER:
-        _sanger_rows(src, dst, acts, xo, yo, k0, d, u, eta)
+        _sanger_rows(src, dst, park, acts, xo, yo, k0, d, u, eta)
     else:
         for i in range(d):
             xi = acts[xo + i]
@@ -425,7 +433,8 @@ def _step_all(counters, layers, delta):
 
 @njit(inline="always")
 def _work(layout, scratch):
-    """The views of `scratch`: activations, then three work vectors of the widest layer."""
+    """The views of `scratch`: activations, three work vectors of the widest layer, then
+    Sanger's eight rows of parked sums (`WORK_VECTORS` vectors in all)."""
     last = layout.shape[0] - 1
     end = layout[last, Y_OFF] + layout[last, UNITS]
     widest = 0
@@ -435,7 +444,18 @@ def _work(layout, scratch):
     h = scratch[end:end + widest]
     factor = scratch[end + widest:end + 2 * widest]
     norms = scratch[end + 2 * widest:end + 3 * widest]
-    return acts, h, factor, norms, layout[last, Y_OFF], end
+    park = scratch[end + 3 * widest:end + WORK_VECTORS * widest]
+    return acts, h, factor, norms, park, layout[last, Y_OFF], end
+
+
+@njit(inline="always")
+def _refuse(counters, layers, skipped, refused, applied, begin, first):
+    """Refuse sample `refused`'s update: take back the segment's `applied` steps and go
+    back to its first row, to replay its updates before that sample. Returns the new
+    (live row, updates applied, end of the replay, next sample)."""
+    skipped[refused] = True
+    _step_all(counters, layers, -applied)
+    return begin, 0, refused, first
 
 
 @njit(_SIGNATURE, **_OPTIONS)
@@ -443,38 +463,85 @@ def run_per_sample(samples, learn, layout, rates, weights, masks, counters, outp
                    scratch):
     """Apply `samples` to a stack in order: each is answered with the weights as they were
     when it arrived, then (if its flag is set) its update goes to every layer or, if that
-    would make any weight non-finite, to none (`skipped`)."""
+    would make any weight non-finite, to none (`skipped`).
+
+    The samples since the call began, or since the last refused update, form a segment.
+    Its first update writes the other row, so the row the segment started from stays
+    intact; its later updates are made in place (less memory traffic than writing the
+    other row each time: no second copy to read and write back). A refused update is
+    undone by going back to the segment's first row and replaying, through the same code,
+    the updates before it: the weights are bit for bit those of applying every sample on
+    its own, and each sample is replayed at most once per call.
+    """
     layers = layout.shape[0]
-    acts, h, factor, norms, out0, out1 = _work(layout, scratch)
+    n_samples = samples.shape[0]
+    acts, h, factor, norms, park, out0, out1 = _work(layout, scratch)
     rows = (weights[0], weights[1])
     live = counters[LIVE]
+    begin, first, applied = live, 0, 0  # the segment: its first row, first sample, updates
     unchecked = -1  # the learning sample whose update is live but not yet proven finite
-    for n in range(samples.shape[0]):
-        bad = _forward_stack(layout, samples[n], rows[live], acts, h)
-        if unchecked >= 0 and bad and not _weights_finite(layout, rows[live]):
-            live = 1 - live  # refuse the previous update: its source row is intact
-            _step_all(counters, layers, -1)
-            skipped[unchecked] = True
-            _forward_stack(layout, samples[n], rows[live], acts, h)
-        unchecked = -1
-        outputs[n, :] = acts[out0:out1]
-        if not learn[n]:
+    replay_to = -1  # samples before this one are being replayed (they are answered)
+    n = 0
+    while True:
+        replaying = n < replay_to
+        if n == replay_to:  # the refused sample: a new segment starts after it
+            begin, first, applied, replay_to = live, n + 1, 0, -1
+            n += 1
             continue
-        src, dst = rows[live], rows[1 - live]
-        threshold_bad = 0
-        for layer in range(layers):
-            threshold_bad |= _learn_sample(layout, rates, layer, src, dst, masks, counters, acts,
-                                           factor, norms)
-        if threshold_bad:
-            skipped[n] = True
+        if n == n_samples:
+            if unchecked >= 0 and not _weights_finite(layout, rows[live]):
+                live, applied, replay_to, n = _refuse(counters, layers, skipped, unchecked,
+                                                      applied, begin, first)
+                unchecked = -1
+                continue
+            break
+        if replaying:
+            if not learn[n] or skipped[n]:
+                n += 1
+                continue
+            _forward_stack(layout, samples[n], rows[live], acts, h)
         else:
-            live = 1 - live
-            _step_all(counters, layers, 1)
+            bad = _forward_stack(layout, samples[n], rows[live], acts, h)
+            if unchecked >= 0 and bad and not _weights_finite(layout, rows[live]):
+                # replay up to the refused sample, then come back to this one
+                live, applied, replay_to, n = _refuse(counters, layers, skipped, unchecked,
+                                                      applied, begin, first)
+                unchecked = -1
+                continue
+            unchecked = -1
+            outputs[n, :] = acts[out0:out1]
+            if not learn[n]:
+                n += 1
+                continue
+        # The layers' loop is written out at both sites: an inlined function holding it
+        # made small models' samples ~20% slower.
+        threshold_bad = 0
+        copied = applied == 0
+        if copied:
+            src, dst = rows[live], rows[1 - live]
+            for layer in range(layers):
+                threshold_bad |= _learn_sample(layout, rates, layer, src, dst, masks, counters,
+                                               acts, factor, norms, park)
+            if not threshold_bad:
+                live = 1 - live
+        else:
+            w = rows[live]  # one array as source and destination (see the module's notes)
+            for layer in range(layers):
+                threshold_bad |= _learn_sample(layout, rates, layer, w, w, masks, counters,
+                                               acts, factor, norms, park)
+        if threshold_bad:  # never while replaying: the same update passed before
+            if copied:
+                skipped[n] = True  # it went to the other row, which is not live
+                n += 1
+            else:
+                live, applied, replay_to, n = _refuse(counters, layers, skipped, n, applied,
+                                                      begin, first)
+            continue
+        applied += 1
+        _step_all(counters, layers, 1)
+        if not replaying:
             unchecked = n
-    if unchecked >= 0 and not _weights_finite(layout, rows[live]):
-        live = 1 - live
-        _step_all(counters, layers, -1)
-        skipped[unchecked] = True
+        n += 1
     counters[LIVE] = live
 
 
@@ -547,7 +614,7 @@ def run_batch_mean(samples, learn, layout, rates, weights, masks, counters, outp
     learning samples at the call's starting state (every sample answered with that state);
     applied to no layer if any new weight would not be finite."""
     layers = layout.shape[0]
-    _, h, factor, norms, out0, out1 = _work(layout, scratch)
+    _, h, factor, norms, _, out0, out1 = _work(layout, scratch)
     n_samples = samples.shape[0]
     live = counters[LIVE]
     src, dst = weights[live], weights[1 - live]

@@ -150,6 +150,38 @@ def test_a_non_finite_update_of_one_layer_is_applied_to_no_layer(engine):
         assert np.array_equal(stack.state_arrays()[key], value), key
 
 
+@pytest.mark.parametrize("stabilizer", ["normalize", "clip"])
+@pytest.mark.parametrize("rule", ["hebb", "oja", "oja_subspace", "sanger", "bcm"])
+def test_refusals_anywhere_in_a_call_give_the_weights_of_one_call_per_sample(rule, stabilizer):
+    # The native engine updates in place after a call's first update and undoes a refused
+    # one by replaying the call from its first row: refusals first, last, in a row, in a
+    # learning sample after an inference-only one, and in a second layer's threshold.
+    config = StackConfig(32, (
+        {"units": 8, "rule": rule, "lateral": "anti_hebbian", "stabilizer": stabilizer,
+         "learning_rate": 0.003, "decay_steps": 50, "seed": 5},
+        {"units": 3, "rule": "bcm", "seed": 6},
+    ), "native")
+    samples = X[:60].copy()
+    samples[[0, 5, 6, 7, 31, 59]] = 1e30  # an update that overflows in layer 0
+    samples[[12, 40]] *= 1e17  # finite in layer 0, overflowing in layer 1's BCM term
+    learn = np.ones(60, bool)
+    learn[[4, 30, 41, 58]] = False
+    one_call, per_sample = HebbianStack(config), HebbianStack(config)
+    per_sample.engine.process(X[100:110])
+    one_call.engine.process(X[100:110])
+    result = one_call.engine.process(samples, learn=learn)
+    answers = [per_sample.engine.process(samples[n:n + 1], learn=bool(learn[n]))
+               for n in range(len(samples))]
+    assert result.skipped.tolist() == [bool(a.skipped[0]) for a in answers]
+    assert result.skipped.sum() >= 6  # the guard did refuse, in both layers
+    assert np.array_equal(result.activations, np.concatenate([a.activations for a in answers]))
+    assert result.step == answers[-1].step
+    expected = per_sample.state_arrays()
+    for key, value in one_call.state_arrays().items():
+        assert np.array_equal(value, expected[key]), key
+    assert all(np.isfinite(value).all() for value in expected.values())
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_stack_is_served_with_each_layer_learning_from_its_own_input(engine):
     config = StackConfig(32, ({"units": 8, "rule": "sanger", "seed": 30},
