@@ -32,10 +32,10 @@ eight partial sums, four rows per pass over y, and Sanger's running sums (a chai
 additions per row) run eight rows at once, parked in the work space. An update in place
 passes one array as both source and destination: two arrays that might overlap would make
 LLVM check at run time, and they do overlap, so the loops would run unvectorised. Results
-do not depend on how samples are grouped into calls. Indices are unsigned, so that no index needs a negative-index check.
-Each rule is the formula of `service.model.rules` for one sample (W = kernel^T, one row
-per unit); ``batch_mean`` takes the mean of the per-sample updates at the call's
-starting state.
+do not depend on how samples are grouped into calls. Indices are unsigned, so that no
+index needs a negative-index check. Each rule is the formula of `service.model.rules`
+for one sample (W = kernel^T, one row per unit); ``batch_mean`` takes the mean of the
+per-sample updates at the call's starting state.
 """
 
 from __future__ import annotations
