@@ -22,8 +22,7 @@ non-finite (x * Inf and 0 * Inf are not finite). When a forward pass sees a non-
 product, or the call ends, the weights written last are checked in full, and a refused
 update is undone by going back to the row the call (or the last refusal) started from and
 replaying the updates since (the threshold, which no product reads, is checked as it is
-written). The results are those of checking every update,
-bit for bit.
+written). The results are those of checking every update, bit for bit.
 
 Kernels are (input_dim, units), row-major: inner loops run over units, contiguous, so they
 vectorise without reassociating a sum (fastmath is FMA contraction only, no
