@@ -9,8 +9,8 @@ run:
 
 - ``%bw``: bytes of weights the per-sample maths must move (kernel and lateral weights
   read by the forward pass, read and written by the update) over the bandwidth of
-  numpy rewriting in place an array the size of the model's weights, as the updates do
-  (so: of the cache level the weights live in);
+  rewriting in place, in a compiled loop, an array the size of the model's weights, as
+  the updates do (so: of the cache level the weights live in);
 - ``%flop``: floating-point operations per sample over a large float32 matmul's rate
   on one thread.
 
