@@ -119,6 +119,7 @@ class NativeEngine:
         self._weights = np.zeros((2, size), np.float32)
         self._masks = np.zeros(size, np.float32)
         self._counters = np.zeros(1 + len(self.params), np.int64)  # live row, then steps
+        self._bounds = np.full((len(self.params), kernels.BOUND_COLUMNS), np.inf)
         units = [p.units for p in self.params]
         work = kernels.WORK_VECTORS * max(units)
         self._scratch = np.zeros(self.input_dim + sum(units) + work, np.float32)
@@ -151,13 +152,13 @@ class NativeEngine:
         skipped = np.zeros(n, np.bool_)
         if self._chunk is None:
             self._run(samples, flags, self._layout, self._rates, self._weights, self._masks,
-                      self._counters, outputs, skipped, self._scratch)
+                      self._counters, self._bounds, outputs, skipped, self._scratch)
             return EngineResult(outputs, skipped, int(self._counters[1]))
         for start in range(0, n, self._chunk):
             stop = min(start + self._chunk, n)
             self._run(samples[start:stop], flags[start:stop], self._layout, self._rates,
-                      self._weights, self._masks, self._counters, outputs[start:stop],
-                      skipped[start:stop], self._scratch)
+                      self._weights, self._masks, self._counters, self._bounds,
+                      outputs[start:stop], skipped[start:stop], self._scratch)
         return EngineResult(outputs, skipped, int(self._counters[1]))
 
     def warm_up(self) -> None:
@@ -189,6 +190,7 @@ class NativeEngine:
             self._masks[k] = mask.reshape(-1)
             self._counters[1 + index] = int(step)
         self._counters[0] = 0
+        self._bounds[:] = np.inf  # unknown: measured when the next update needs them
 
 
 def _entry_point(kernel):

@@ -6,10 +6,10 @@ per-layer offsets and codes, not by Python objects. The GIL is released while th
 
 Layout (built by `service.model.native_engine`): ``weights`` holds two copies (rows 0 and
 1) of every layer's kernel, lateral weights and BCM threshold, at the offsets of the
-``layout`` table; ``counters`` holds the live row, then each layer's step. The first
-learning sample of a call reads the live row and writes the other, which becomes live; the
-call's later samples update that row in place (`run_per_sample`): no copy and no
-allocation per sample. Fields a layer never updates (lateral weights without
+``layout`` table; ``counters`` holds the live row, then each layer's step; ``bounds``
+bounds on each layer's largest weights. Updates are made in place in the live row, except
+a segment's first (below), which writes the other row (`run_per_sample`): no allocation
+per sample. Fields a layer never updates (lateral weights without
 ``anti_hebbian``, the threshold without ``bcm``) hold the same values in both rows. The
 ``scratch`` buffer holds the current sample and every layer's output (``X_OFF``/``Y_OFF``),
 then work space.
@@ -22,13 +22,20 @@ non-finite (x * Inf and 0 * Inf are not finite). When a forward pass sees a non-
 product, or the call ends, the weights written last are checked in full, and a refused
 update is undone by going back to the row the call (or the last refusal) started from and
 replaying the updates since (the threshold, which no product reads, is checked as it is
-written). The results are those of checking every update, bit for bit.
+written). So the call's first update writes the other row, and the row the call started
+from stays intact, unless it is proven finite beforehand: the call's first and last updates
+are offered to `_certify`, which bounds every value an update computes from the largest
+|x| and |y| of the sample and a bound on the layer's |weights| kept in ``bounds`` (carried
+from update to update, measured when unknown or too loose). A proven update is made in
+place and needs no check, so a one-sample call reads the weights twice and writes them
+once. The results are those of checking every update, bit for bit.
 
 Kernels are (input_dim, units), row-major: inner loops run over units, contiguous, so they
 vectorise without reassociating a sum (fastmath is FMA contraction only, no
-reassociation); the one reduction over units (``oja_subspace``) uses a fixed split into
-eight partial sums, four rows per pass over y, and Sanger's running sums (a chain of
-additions per row) run eight rows at once, parked in the work space. An update in place
+reassociation); the one reduction over units (``oja_subspace``'s dot products) is
+`_row_dot`, the one function allowed to reassociate, compiled once and not inlined, so that
+one loop sums every row in one fixed order; Sanger's running sums (a chain of additions
+per row) run eight rows at once, parked in the work space. An update in place
 passes one array as both source and destination: two arrays that might overlap would make
 LLVM check at run time, and they do overlap, so the loops would run unvectorised. Results
 do not depend on how samples are grouped into calls. Indices are unsigned, so that no
@@ -51,6 +58,12 @@ RATE, DECAY_STEPS, LATERAL_RATE, NORM_TARGET, WEIGHT_BOUND, THRESHOLD_RATE = ran
 RATE_COLUMNS = 6
 WORK_VECTORS = 11  # work space after the activations, in vectors of the widest layer
 LIVE = 0  # counters[LIVE] is the live row of `weights`; counters[1 + layer] its step
+# Columns of `bounds` (float64, one row per layer): upper bounds of the live row's |kernel|
+# and |lateral| weights (Inf: unknown), 1.0 where they were measured since the last update
+# (so that a bound too loose to prove anything is measured once, not per sample), then the
+# bounds after the update being certified.
+KERNEL_BOUND, LATERAL_BOUND, MEASURED, NEXT_KERNEL_BOUND, NEXT_LATERAL_BOUND = range(5)
+BOUND_COLUMNS = 5
 
 # Codes of the table's categorical columns, in `service.model.params` order.
 HEBB, OJA, OJA_SUBSPACE, SANGER, BCM = range(5)
@@ -60,6 +73,15 @@ NORMALIZE, CLIP = range(2)
 
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
+# An update is certified finite when every value it computes is below 2^100 in magnitude
+# (float32 overflows at 2^128; the margin covers float32 rounding many times over).
+_SAFE = 2.0 ** 100
+# A bound after an update allows this much of the magnitudes it adds up for float32's
+# rounding (a few operations per weight, each off by at most 2^-24), with room to spare.
+_ROUNDING = 2.0 ** -16
+# Plain Hebb's normalising stabiliser divides by a column's norm, which is 0 or at least
+# sqrt(2^-149) > 2^-75 (the smallest float32 square): its target must stay below this.
+_SAFE_NORM_TARGET = 2.0 ** 25
 
 
 def _array(dtype, ndim: int, readonly: bool = False) -> types.Array:
@@ -75,6 +97,7 @@ _SIGNATURE = types.void(
     _array(types.float32, 2),  # weights
     _array(types.float32, 1),  # masks
     _array(types.int64, 1),  # counters
+    _array(types.float64, 2),  # bounds
     _array(types.float32, 2),  # outputs
     _array(types.boolean, 1),  # skipped
     _array(types.float32, 1),  # scratch
@@ -228,71 +251,31 @@ def _update_threshold(layout, rates, layer, src, dst, mean_yy):
     return bad
 
 
-@njit(inline="always")
-def _add8(s, src, p, acts, q):
-    """The eight partial sums `s` plus src[p + m] * acts[q + m], m = 0..7."""
-    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
-    five, six, seven = np.uint64(5), np.uint64(6), np.uint64(7)
-    return (s[0] + src[p] * acts[q], s[1] + src[p + one] * acts[q + one],
-            s[2] + src[p + two] * acts[q + two], s[3] + src[p + three] * acts[q + three],
-            s[4] + src[p + four] * acts[q + four], s[5] + src[p + five] * acts[q + five],
-            s[6] + src[p + six] * acts[q + six], s[7] + src[p + seven] * acts[q + seven])
-
-
-@njit(inline="always")
-def _total8(s):
-    """Eight partial sums combined, always in this order."""
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
-
-
-@njit(inline="always")
+# The one function compiled with reassociation: a dot product over a row's contiguous
+# units is a reduction, which LLVM vectorises only when it may regroup the sum (into
+# partial sums, one per vector lane, combined in a fixed tree). Not inlined, so that every
+# caller runs this one compiled loop and the grouping stays the same for every sample
+# (2.4x faster than eight fixed partial sums, which LLVM left scalar).
+@njit(fastmath={"contract", "reassoc"}, boundscheck=False, error_model="numpy")
 def _row_dot(src, row, acts, yo, u):
-    """sum_j src[row + j] * y[j] as eight fixed partial sums (vectorises; deterministic)."""
-    s = (_ZERO, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO)
-    eight = np.uint64(8)
-    blocks = u // eight * eight
-    for j in range(np.uint64(0), blocks, eight):
-        s = _add8(s, src, row + j, acts, yo + j)
-    total = _total8(s)
-    for j in range(blocks, u):
+    """sum_j src[row + j] * y[j], summed in one fixed vectorised order."""
+    total = _ZERO
+    for j in range(u):
         total += src[row + j] * acts[yo + j]
     return total
 
 
 @njit(inline="always")
-def _row_dots4(src, row, acts, yo, u):
-    """`_row_dot` of four consecutive rows, each summed exactly as there, with one load
-    of y per four rows."""
-    s0 = s1 = s2 = s3 = (_ZERO, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO)
-    eight = np.uint64(8)
-    r1, r2, r3 = row + u, row + np.uint64(2) * u, row + np.uint64(3) * u
-    blocks = u // eight * eight
-    for j in range(np.uint64(0), blocks, eight):
-        q = yo + j
-        s0 = _add8(s0, src, row + j, acts, q)
-        s1 = _add8(s1, src, r1 + j, acts, q)
-        s2 = _add8(s2, src, r2 + j, acts, q)
-        s3 = _add8(s3, src, r3 + j, acts, q)
-    t0, t1, t2, t3 = _total8(s0), _total8(s1), _total8(s2), _total8(s3)
-    for j in range(blocks, u):
-        y = acts[yo + j]
-        t0 += src[row + j] * y
-        t1 += src[r1 + j] * y
-        t2 += src[r2 + j] * y
-        t3 += src[r3 + j] * y
-    return t0, t1, t2, t3
-
-
-@njit(inline="always")
 def _oja_subspace_rows(src, dst, acts, xo, yo, k0, d, u, eta):
     """The subspace rule's update of every kernel row, dw_ij = eta y_j (x_i - w_i . y),
-    four rows per pass over y."""
+    four rows per pass over y (their dot products first)."""
     one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
     i = np.uint64(0)
     while i + four <= d:
         r0 = k0 + i * u
         r1, r2, r3 = r0 + u, r0 + two * u, r0 + three * u
-        s0, s1, s2, s3 = _row_dots4(src, r0, acts, yo, u)
+        s0, s1 = _row_dot(src, r0, acts, yo, u), _row_dot(src, r1, acts, yo, u)
+        s2, s3 = _row_dot(src, r2, acts, yo, u), _row_dot(src, r3, acts, yo, u)
         x0, x1, x2, x3 = acts[xo + i], acts[xo + i + one], acts[xo + i + two], acts[xo + i + three]
         for j in range(u):
             y = acts[yo + j]
@@ -425,6 +408,123 @@ def _weights_finite(layout, w):
 
 
 @njit(inline="always")
+def _largest_abs(a, start, stop):
+    """max |a[p]| for start <= p < stop, as eight partial maxima (so that the comparisons
+    do not wait for each other)."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = _ZERO
+    one, eight = np.uint64(1), np.uint64(8)
+    p = start
+    while p + eight <= stop:
+        m0, m1 = max(m0, abs(a[p])), max(m1, abs(a[p + one]))
+        m2, m3 = max(m2, abs(a[p + np.uint64(2)])), max(m3, abs(a[p + np.uint64(3)]))
+        m4, m5 = max(m4, abs(a[p + np.uint64(4)])), max(m5, abs(a[p + np.uint64(5)]))
+        m6, m7 = max(m6, abs(a[p + np.uint64(6)])), max(m7, abs(a[p + np.uint64(7)]))
+        p += eight
+    while p < stop:
+        m0 = max(m0, abs(a[p]))
+        p += one
+    return np.float64(max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7))))
+
+
+@njit
+def _measure(layout, layer, w, bounds):
+    """The exact largest |weight| of one layer's kernel and lateral weights in row `w`,
+    into `bounds`."""
+    d, u = _at(layout, layer, IN), _at(layout, layer, UNITS)
+    k0, l0 = _at(layout, layer, K_OFF), _at(layout, layer, L_OFF)
+    bounds[layer, KERNEL_BOUND] = _largest_abs(w, k0, k0 + d * u)
+    bounds[layer, LATERAL_BOUND] = 0.0
+    if layout[layer, LATERAL] == LATERAL_ANTI_HEBBIAN:
+        bounds[layer, LATERAL_BOUND] = _largest_abs(w, l0, l0 + u * u)
+    bounds[layer, MEASURED] = 1.0
+
+
+@njit(inline="always")
+def _layer_limits(layout, rates, counters, w, acts, bounds, layer):
+    """For one layer's coming update: (a bound of every value it computes, of |kernel|
+    after it, of |lateral| after it), from its bounds and the largest |x| and |y| in
+    `acts` (all finite: the forward pass saw no non-finite product); for BCM, of the new
+    threshold too."""
+    d, u = _at(layout, layer, IN), _at(layout, layer, UNITS)
+    xo, yo, t0 = _at(layout, layer, X_OFF), _at(layout, layer, Y_OFF), _at(layout, layer, T_OFF)
+    x_max, y_max = _largest_abs(acts, xo, xo + d), _largest_abs(acts, yo, yo + u)
+    kernel, lateral = bounds[layer, KERNEL_BOUND], bounds[layer, LATERAL_BOUND]
+    rule = layout[layer, RULE]
+    eta, alpha = _rates(rates, counters, layer)
+    rate = abs(np.float64(eta))
+    if rule == OJA:  # k + eta (x y - k y^2)
+        factor = y_max * y_max
+        change = x_max * y_max + kernel * factor
+        largest = max(factor, kernel + max(1.0, rate) * change)
+    elif rule == BCM:  # k + eta x y (y - theta)
+        theta_max = _largest_abs(w, t0, t0 + u)
+        factor = y_max * (y_max + theta_max)
+        change = x_max * factor
+        largest = max(factor, kernel + max(1.0, rate) * change)
+        theta_rate = max(1.0, abs(np.float64(rates[layer, THRESHOLD_RATE])))
+        largest = max(largest, theta_max + theta_rate * (y_max * y_max + theta_max))
+    elif rule in (OJA_SUBSPACE, SANGER):  # k + eta (x y - y sum_k w_k y_k)
+        sums = kernel * y_max * np.float64(u)
+        change = x_max * y_max + sums * y_max
+        largest = max(sums, kernel + max(1.0, rate) * change)
+    else:  # HEBB: k + eta x y
+        change = x_max * y_max
+        largest = kernel + max(1.0, rate) * change
+    kernel_after = kernel + rate * change
+    if rule == OJA:  # k (1 - eta y_j^2) + eta x y_j: the decay keeps it from growing
+        kernel_after = (kernel * max(1.0, abs(1.0 - np.float64(eta) * factor))
+                        + rate * x_max * y_max)
+    kernel_after += _ROUNDING * (kernel + rate * change)
+    if rule == HEBB and layout[layer, STABILIZER] == CLIP:
+        kernel_after = min(kernel_after, abs(np.float64(rates[layer, WEIGHT_BOUND])))
+    elif rule == HEBB:  # normalised: squares summed over d, then target / norm per column
+        target = abs(np.float64(rates[layer, NORM_TARGET]))
+        largest = max(largest, largest * largest * np.float64(d))
+        if not target < _SAFE_NORM_TARGET:
+            largest = np.inf
+        kernel_after = 2.0 * target
+    lateral_after = lateral
+    if layout[layer, LATERAL] == LATERAL_ANTI_HEBBIAN:  # l - alpha y_k y_j
+        ay = abs(np.float64(alpha)) * y_max
+        largest = max(largest, lateral + ay + ay * y_max)
+        lateral_after = (lateral + ay * y_max) * (1.0 + _ROUNDING)
+    return largest, kernel_after, lateral_after
+
+
+@njit
+def _certify(layout, rates, counters, w, acts, bounds):
+    """Whether the coming update of every layer (activations in `acts`, weights in row
+    `w`) is proven finite by the bounds: if so, `bounds` become those after it. A bound
+    too large to prove it is measured once and tried again; False when that fails too
+    (the update is then made on the other row and checked)."""
+    for layer in range(layout.shape[0]):
+        largest, kernel, lateral = _layer_limits(layout, rates, counters, w, acts, bounds,
+                                                 layer)
+        if not largest < _SAFE and bounds[layer, MEASURED] == 0.0:
+            _measure(layout, layer, w, bounds)
+            largest, kernel, lateral = _layer_limits(layout, rates, counters, w, acts, bounds,
+                                                     layer)
+        if not largest < _SAFE:
+            return False
+        bounds[layer, NEXT_KERNEL_BOUND] = kernel
+        bounds[layer, NEXT_LATERAL_BOUND] = lateral
+    for layer in range(layout.shape[0]):
+        bounds[layer, KERNEL_BOUND] = bounds[layer, NEXT_KERNEL_BOUND]
+        bounds[layer, LATERAL_BOUND] = bounds[layer, NEXT_LATERAL_BOUND]
+        bounds[layer, MEASURED] = 0.0
+    return True
+
+
+@njit
+def _forget_bounds(bounds):
+    """The bounds no longer hold (an update they did not certify, or a step back)."""
+    for layer in range(bounds.shape[0]):
+        bounds[layer, KERNEL_BOUND] = np.inf
+        bounds[layer, LATERAL_BOUND] = np.inf
+        bounds[layer, MEASURED] = 0.0
+
+
+@njit(inline="always")
 def _step_all(counters, layers, delta):
     for layer in range(layers):
         counters[1 + layer] += delta
@@ -448,12 +548,13 @@ def _work(layout, scratch):
 
 
 @njit(inline="always")
-def _refuse(counters, layers, skipped, refused, applied, begin, first):
+def _refuse(counters, bounds, layers, skipped, refused, applied, begin, first):
     """Refuse sample `refused`'s update: take back the segment's `applied` steps and go
     back to its first row, to replay its updates before that sample. Returns the new
     (live row, updates applied, end of the replay, next sample)."""
     skipped[refused] = True
     _step_all(counters, layers, -applied)
+    _forget_bounds(bounds)
     return begin, 0, refused, first
 
 
@@ -464,19 +565,21 @@ def _refuse(counters, layers, skipped, refused, applied, begin, first):
 # runtime: without it a 16 -> 4 sample took 71 ns instead of 360. An allocation added
 # here fails to compile ("NRT required but not enabled").
 @njit(_SIGNATURE, **_OPTIONS, _nrt=False)
-def run_per_sample(samples, learn, layout, rates, weights, masks, counters, outputs, skipped,
-                   scratch):
+def run_per_sample(samples, learn, layout, rates, weights, masks, counters, bounds, outputs,
+                   skipped, scratch):
     """Apply `samples` to a stack in order: each is answered with the weights as they were
     when it arrived, then (if its flag is set) its update goes to every layer or, if that
     would make any weight non-finite, to none (`skipped`).
 
-    The samples since the call began, or since the last refused update, form a segment.
-    Its first update writes the other row, so the row the segment started from stays
-    intact; its later updates are made in place (less memory traffic than writing the
-    other row each time: no second copy to read and write back). A refused update is
-    undone by going back to the segment's first row and replaying, through the same code,
-    the updates before it: the weights are bit for bit those of applying every sample on
-    its own, and each sample is replayed at most once per call.
+    The samples since the call began, or since the last refused or proven-finite first
+    update, form a segment. Its first update writes the other row, so the row the segment
+    started from stays intact; its later updates are made in place (less memory traffic
+    than writing the other row each time: no second copy to read and write back). A
+    refused update is undone by going back to the segment's first row and replaying,
+    through the same code, the updates before it: the weights are bit for bit those of
+    applying every sample on its own, and each sample is replayed at most once per call.
+    The call's first and last updates, when `_certify` proves them finite, are made in
+    place with no check (the first one then ends its segment: it can never be undone).
     """
     layers = layout.shape[0]
     n_samples = samples.shape[0]
@@ -486,6 +589,8 @@ def run_per_sample(samples, learn, layout, rates, weights, masks, counters, outp
     begin, first, applied = live, 0, 0  # the segment: its first row, first sample, updates
     unchecked = -1  # the learning sample whose update is live but not yet proven finite
     replay_to = -1  # samples before this one are being replayed (they are answered)
+    offered, bad = False, 0  # whether an update was offered for certification; forward's
+    bounds_held = True  # `bounds` may hold values (else they are all unknown already)
     n = 0
     while True:
         replaying = n < replay_to
@@ -495,8 +600,8 @@ def run_per_sample(samples, learn, layout, rates, weights, masks, counters, outp
             continue
         if n == n_samples:
             if unchecked >= 0 and not _weights_finite(layout, rows[live]):
-                live, applied, replay_to, n = _refuse(counters, layers, skipped, unchecked,
-                                                      applied, begin, first)
+                live, applied, replay_to, n = _refuse(counters, bounds, layers, skipped,
+                                                      unchecked, applied, begin, first)
                 unchecked = -1
                 continue
             break
@@ -509,8 +614,8 @@ def run_per_sample(samples, learn, layout, rates, weights, masks, counters, outp
             bad = _forward_stack(layout, samples[n], rows[live], acts, h)
             if unchecked >= 0 and bad and not _weights_finite(layout, rows[live]):
                 # replay up to the refused sample, then come back to this one
-                live, applied, replay_to, n = _refuse(counters, layers, skipped, unchecked,
-                                                      applied, begin, first)
+                live, applied, replay_to, n = _refuse(counters, bounds, layers, skipped,
+                                                      unchecked, applied, begin, first)
                 unchecked = -1
                 continue
             unchecked = -1
@@ -519,10 +624,16 @@ def run_per_sample(samples, learn, layout, rates, weights, masks, counters, outp
             if not learn[n]:
                 n += 1
                 continue
+        certified = False
+        if not replaying and bad == 0 and (not offered or n == n_samples - 1):
+            # The call's first and last updates: proven finite, neither needs the other row
+            # nor a check (so a one-sample call makes neither).
+            offered = bounds_held = True
+            certified = _certify(layout, rates, counters, rows[live], acts, bounds)
         # The layers' loop is written out at both sites: an inlined function holding it
         # made small models' samples ~20% slower (measured with reference counting on).
         threshold_bad = 0
-        copied = applied == 0
+        copied = applied == 0 and not certified
         if copied:
             src, dst = rows[live], rows[1 - live]
             for layer in range(layers):
@@ -535,18 +646,26 @@ def run_per_sample(samples, learn, layout, rates, weights, masks, counters, outp
             for layer in range(layers):
                 threshold_bad |= _learn_sample(layout, rates, layer, w, w, masks, counters,
                                                acts, factor, norms, park)
-        if threshold_bad:  # never while replaying: the same update passed before
+        if threshold_bad:  # never while replaying or certified
             if copied:
                 skipped[n] = True  # it went to the other row, which is not live
                 n += 1
             else:
-                live, applied, replay_to, n = _refuse(counters, layers, skipped, n, applied,
-                                                      begin, first)
+                live, applied, replay_to, n = _refuse(counters, bounds, layers, skipped, n,
+                                                      applied, begin, first)
             continue
-        applied += 1
         _step_all(counters, layers, 1)
-        if not replaying:
-            unchecked = n
+        if certified and applied == 0:  # made in place and final: the segment starts after it
+            begin, first = live, n + 1
+        elif certified:
+            applied += 1
+        else:
+            applied += 1
+            if bounds_held:
+                _forget_bounds(bounds)
+                bounds_held = False
+            if not replaying:
+                unchecked = n
         n += 1
     counters[LIVE] = live
 
@@ -614,8 +733,8 @@ def _learn_mean(layout, rates, layer, learn, acts, count, src, dst, masks, count
 
 
 @njit(_SIGNATURE, **_OPTIONS)
-def run_batch_mean(samples, learn, layout, rates, weights, masks, counters, outputs, skipped,
-                   scratch):
+def run_batch_mean(samples, learn, layout, rates, weights, masks, counters, bounds, outputs,
+                   skipped, scratch):
     """One update per layer for the whole call: the mean of the per-sample updates of the
     learning samples at the call's starting state (every sample answered with that state);
     applied to no layer if any new weight would not be finite."""
@@ -640,6 +759,7 @@ def run_batch_mean(samples, learn, layout, rates, weights, masks, counters, outp
     if bad == 0 and _weights_finite(layout, dst):
         counters[LIVE] = 1 - live
         _step_all(counters, layers, count)
+        _forget_bounds(bounds)
     else:
         for n in range(n_samples):
             skipped[n] = learn[n]

@@ -16,7 +16,7 @@ import pytest
 
 from service.model import Hebbian, HebbianStack, StackConfig
 from service.model.params import ACTIVATIONS, CONNECTIVITY, GRANULARITIES, LATERAL_MODES, RULES
-from tests.unit.reference import numpy_layer_online
+from tests.unit.reference import numpy_layer_online, numpy_online
 
 RNG = np.random.default_rng(5)
 X = (RNG.normal(size=(2000, 12)) * 0.5).astype(np.float32)
@@ -141,3 +141,66 @@ def test_process_checks_what_the_compiled_entry_point_does_not():
     with pytest.raises(ValueError):
         stack.engine.process(samples[:3], np.ones(4, np.bool_))
     assert stack.engine.step == 40
+
+
+# Proven-finite updates (the kernels' `bounds`): a call's first and last updates are made in
+# place when a bound on every value they compute proves them finite.
+
+def _bound_settings(rule, stabilizer):
+    return {"units": 6, "rule": rule, "lateral": "anti_hebbian", "stabilizer": stabilizer,
+            "learning_rate": 0.005 if rule == "bcm" else 0.05, "lateral_learning_rate": 0.02,
+            "weight_bound": 0.7, "norm_target": 1.3, "bcm_threshold_rate": 0.2, "seed": 3}
+
+
+@pytest.mark.parametrize("stabilizer", ["normalize", "clip"])
+@pytest.mark.parametrize("rule", RULES)
+def test_the_bounds_on_the_weights_hold_after_every_call(rule, stabilizer):
+    config = StackConfig(12, (_bound_settings(rule, stabilizer),
+                              {"units": 3, "rule": "oja", "learning_rate": 0.005, "seed": 4}))
+    engine = HebbianStack(config).engine
+    rng = np.random.default_rng(9)
+    samples = rng.normal(size=(700, 12)).astype(np.float32)
+    samples[[40, 41, 300]] = 1e30  # refused updates (a step back) among them
+    sizes, start, proven = [1, 1, 3, 1, 17, 1, 2, 64, 1, 1], 0, 0
+    while start < len(samples):
+        size = sizes[start % len(sizes)]
+        learn = rng.random(size) > 0.2
+        engine.process(samples[start:start + size], learn=learn)
+        start += size
+        for layer, state in enumerate(engine.layer_states()):
+            kernel_bound, lateral_bound = engine._bounds[layer, :2]
+            if np.isfinite(kernel_bound):
+                proven += layer == 0
+                assert np.abs(state.kernel).max() <= kernel_bound, (start, layer)
+                assert np.abs(state.lateral).max() <= lateral_bound, (start, layer)
+    assert proven > 100  # most calls ended with an update proven finite
+    assert np.all([np.isfinite(s.kernel).all() for s in engine.layer_states()])
+
+
+def test_a_one_sample_call_updates_the_live_weights_in_place():
+    engine = HebbianStack(StackConfig(12, (_bound_settings("oja", "normalize"),))).engine
+    engine.process(X[:5])
+    live = int(engine._counters[0])
+    other = engine._weights[1 - live].copy()
+    for n in range(5, 105):
+        engine.process(X[n:n + 1])
+    assert int(engine._counters[0]) == live and engine.step == 105
+    assert np.array_equal(engine._weights[1 - live], other)  # never written
+
+
+def test_weights_too_large_to_prove_finite_still_learn_as_the_reference():
+    # |kernel| ~ 1e31 > 2^100: no bound proves the updates finite, so each goes to the
+    # other row and is checked, and the result is still the plain per-sample maths.
+    stack = HebbianStack(StackConfig(12, ({"units": 4, "rule": "oja", "learning_rate": 0.01,
+                                           "seed": 2},)))
+    state = stack.layer_states()[0]
+    stack.engine.load_layer_states([state._replace(kernel=state.kernel * np.float32(1e31))])
+    samples = X[:40] * np.float32(1e-31)  # y ~ 1: every update is finite
+    rows = set()
+    for n in range(len(samples)):
+        result = stack.engine.process(samples[n:n + 1])
+        rows.add(int(stack.engine._counters[0]))
+        assert not result.skipped.any()
+    assert rows == {0, 1}  # the other row was written
+    W, _, _, _ = numpy_online(state.kernel * 1e31, samples, "oja", eta0=0.01)
+    np.testing.assert_allclose(stack.layer_states()[0].kernel, W.T, rtol=1e-4)
