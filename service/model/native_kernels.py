@@ -496,7 +496,8 @@ def _certify(layout, rates, counters, w, acts, bounds):
     """Whether the coming update of every layer (activations in `acts`, weights in row
     `w`) is proven finite by the bounds: if so, `bounds` become those after it. A bound
     too large to prove it is measured once and tried again; False when that fails too
-    (the update is then made on the other row and checked)."""
+    (the update is then made as any other: on the other row if it is its segment's
+    first, and checked)."""
     for layer in range(layout.shape[0]):
         largest, kernel, lateral = _layer_limits(layout, rates, counters, w, acts, bounds,
                                                  layer)
