@@ -32,10 +32,13 @@ once. The results are those of checking every update, bit for bit.
 
 Kernels are (input_dim, units), row-major: inner loops run over units, contiguous, so they
 vectorise without reassociating a sum (fastmath is FMA contraction only, no
-reassociation); the one reduction over units (``oja_subspace``'s dot products) is
-`_row_dot`, the one function allowed to reassociate, compiled once and not inlined, so that
-one loop sums every row in one fixed order; Sanger's running sums (a chain of additions
-per row) run eight rows at once, parked in the work space. An update in place
+reassociation); the reductions along a row (``oja_subspace``'s dot products, and the
+forward pass of a units-major kernel) are `_row_dot`, the one function allowed to
+reassociate, compiled once and not inlined, so that one loop sums every row in one fixed
+order. Sanger's kernels are stored units-major, (units, input_dim) (``UNITS_MAJOR``; the
+engine transposes them on the way in and out): its running sums run over units, and with
+one row per unit every input's sum advances in one contiguous, vectorised pass per unit
+(in the other layout they were chains of dependent scalar additions). An update in place
 passes one array as both source and destination: two arrays that might overlap would make
 LLVM check at run time, and they do overlap, so the loops would run unvectorised. Results
 do not depend on how samples are grouped into calls. Indices are unsigned, so that no
@@ -50,13 +53,14 @@ import numpy as np
 from numba import njit, types
 
 # Columns of the per-layer table `layout` (int64) ...
+# (UNITS_MAJOR: the kernel and its mask are stored (units, input_dim), one row per unit)
 (IN, UNITS, K_OFF, L_OFF, T_OFF, X_OFF, Y_OFF, RULE, LATERAL, ACTIVATION, STABILIZER,
- MASKED) = range(12)
-LAYOUT_COLUMNS = 12
+ MASKED, UNITS_MAJOR) = range(13)
+LAYOUT_COLUMNS = 13
 # ... and of the hyper-parameter table `rates` (float32).
 RATE, DECAY_STEPS, LATERAL_RATE, NORM_TARGET, WEIGHT_BOUND, THRESHOLD_RATE = range(6)
 RATE_COLUMNS = 6
-WORK_VECTORS = 11  # work space after the activations, in vectors of the widest layer
+WORK_VECTORS = 4  # work space after the activations, in vectors of the widest dimension
 LIVE = 0  # counters[LIVE] is the live row of `weights`; counters[1 + layer] its step
 # Columns of `bounds` (float64, one row per layer): upper bounds of the live row's |kernel|
 # and |lateral| weights (Inf: unknown), 1.0 where they were measured since the last update
@@ -166,9 +170,13 @@ def _forward(layout, layer, w, acts, h):
     one row `w` of the weights; nonzero if a product it computed is not finite."""
     d, u = _at(layout, layer, IN), _at(layout, layer, UNITS)
     k0, xo, yo = _at(layout, layer, K_OFF), _at(layout, layer, X_OFF), _at(layout, layer, Y_OFF)
-    for j in range(u):
-        h[j] = _ZERO
-    _multiply(w, k0, d, u, acts, xo, h)
+    if layout[layer, UNITS_MAJOR] != 0:
+        for j in range(u):
+            h[j] = _row_dot(w, k0 + j * d, acts, xo, d)
+    else:
+        for j in range(u):
+            h[j] = _ZERO
+        _multiply(w, k0, d, u, acts, xo, h)
     bad = 0
     for j in range(u):
         bad |= _not_finite(h[j])
@@ -294,58 +302,24 @@ def _oja_subspace_rows(src, dst, acts, xo, yo, k0, d, u, eta):
 
 
 @njit(inline="always")
-def _sanger_rows(src, dst, park, acts, xo, yo, k0, d, u, eta):
-    """Sanger's update of every kernel row, dw_ij = eta y_j (x_i - sum_{k<=j} w_ik y_k).
-
-    Each row's running sum over units is a chain of dependent additions: a first pass
-    runs eight rows' chains at once and parks the sums c_j in `park` (eight rows of u),
-    then a second pass per row, which vectorises, turns them into the new weights (the
-    sums are the same, in the same order, as one row at a time). `dst` may be `src`.
-    """
-    one, eight = np.uint64(1), np.uint64(8)
-    p1, p2, p3, p4 = u, np.uint64(2) * u, np.uint64(3) * u, np.uint64(4) * u
-    p5, p6, p7 = np.uint64(5) * u, np.uint64(6) * u, np.uint64(7) * u
-    i = np.uint64(0)
-    while i + eight <= d:
-        r0 = k0 + i * u
-        r1, r2, r3, r4 = r0 + p1, r0 + p2, r0 + p3, r0 + p4
-        r5, r6, r7 = r0 + p5, r0 + p6, r0 + p7
-        c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = _ZERO
-        for j in range(u):
-            y = acts[yo + j]
-            c0 += src[r0 + j] * y
-            park[j] = c0
-            c1 += src[r1 + j] * y
-            park[p1 + j] = c1
-            c2 += src[r2 + j] * y
-            park[p2 + j] = c2
-            c3 += src[r3 + j] * y
-            park[p3 + j] = c3
-            c4 += src[r4 + j] * y
-            park[p4 + j] = c4
-            c5 += src[r5 + j] * y
-            park[p5 + j] = c5
-            c6 += src[r6 + j] * y
-            park[p6 + j] = c6
-            c7 += src[r7 + j] * y
-            park[p7 + j] = c7
-        for r in range(eight):
-            row, xi, sums = r0 + r * u, acts[xo + i + r], r * u
-            for j in range(u):
-                y = acts[yo + j]
-                dst[row + j] = src[row + j] + eta * (xi * y - y * park[sums + j])
-        i += eight
-    while i < d:
-        row, xi, c = k0 + i * u, acts[xo + i], _ZERO
-        for j in range(u):
-            k, y = src[row + j], acts[yo + j]
-            c += k * y
-            dst[row + j] = k + eta * (xi * y - y * c)
-        i += one
+def _sanger_units(src, dst, sums, acts, xo, yo, k0, d, u, eta):
+    """Sanger's update of a kernel stored one row per unit, dw_ji = eta y_j (x_i - c_ji)
+    with c_ji = sum_{k<=j} w_ki y_k: unit by unit in order, each row adding its terms to
+    the running sums of every input in `sums` (one contiguous pass per row, which
+    vectorises: each sum still adds its terms in unit order). `dst` may be `src`."""
+    for i in range(d):
+        sums[i] = _ZERO
+    for j in range(u):
+        y, row = acts[yo + j], k0 + j * d
+        for i in range(d):
+            k = src[row + i]
+            c = sums[i] + k * y
+            sums[i] = c
+            dst[row + i] = k + eta * (acts[xo + i] * y - y * c)
 
 
 @njit(inline="always")
-def _learn_sample(layout, rates, layer, src, dst, masks, counters, acts, factor, norms, park):
+def _learn_sample(layout, rates, layer, src, dst, masks, counters, acts, factor, norms, sums):
     """Write one layer's state after one sample into row `dst` (which may be `src`: every
     new value is written after the old values it is computed from are read); nonzero if
     the new BCM threshold is not finite (the weights are checked by the next forward
@@ -361,7 +335,7 @@ def _learn_sample(layout, rates, layer, src, dst, masks, counters, acts, factor,
     if rule == OJA_SUBSPACE:
         _oja_subspace_rows(src, dst, acts, xo, yo, k0, d, u, eta)
     elif rule == SANGER:
-        _sanger_rows(src, dst, park, acts, xo, yo, k0, d, u, eta)
+        _sanger_units(src, dst, sums, acts, xo, yo, k0, d, u, eta)
     else:
         for i in range(d):
             xi = acts[xo + i]
@@ -533,19 +507,19 @@ def _step_all(counters, layers, delta):
 
 @njit(inline="always")
 def _work(layout, scratch):
-    """The views of `scratch`: activations, three work vectors of the widest layer, then
-    Sanger's eight rows of parked sums (`WORK_VECTORS` vectors in all)."""
+    """The views of `scratch`: activations, then `WORK_VECTORS` work vectors as long as
+    the widest input or layer (three over units, Sanger's running sums over inputs)."""
     last = layout.shape[0] - 1
     end = layout[last, Y_OFF] + layout[last, UNITS]
     widest = 0
     for layer in range(layout.shape[0]):
-        widest = max(widest, layout[layer, UNITS])
+        widest = max(widest, layout[layer, UNITS], layout[layer, IN])
     acts = scratch[:end]
     h = scratch[end:end + widest]
     factor = scratch[end + widest:end + 2 * widest]
     norms = scratch[end + 2 * widest:end + 3 * widest]
-    park = scratch[end + 3 * widest:end + WORK_VECTORS * widest]
-    return acts, h, factor, norms, park, layout[last, Y_OFF], end
+    sums = scratch[end + 3 * widest:end + WORK_VECTORS * widest]
+    return acts, h, factor, norms, sums, layout[last, Y_OFF], end
 
 
 @njit(inline="always")
@@ -584,7 +558,7 @@ def run_per_sample(samples, learn, layout, rates, weights, masks, counters, boun
     """
     layers = layout.shape[0]
     n_samples = samples.shape[0]
-    acts, h, factor, norms, park, out0, out1 = _work(layout, scratch)
+    acts, h, factor, norms, sums, out0, out1 = _work(layout, scratch)
     rows = (weights[0], weights[1])
     live = counters[LIVE]
     begin, first, applied = live, 0, 0  # the segment: its first row, first sample, updates
@@ -639,14 +613,14 @@ def run_per_sample(samples, learn, layout, rates, weights, masks, counters, boun
             src, dst = rows[live], rows[1 - live]
             for layer in range(layers):
                 threshold_bad |= _learn_sample(layout, rates, layer, src, dst, masks, counters,
-                                               acts, factor, norms, park)
+                                               acts, factor, norms, sums)
             if not threshold_bad:
                 live = 1 - live
         else:
             w = rows[live]  # one array as source and destination (see the module's notes)
             for layer in range(layers):
                 threshold_bad |= _learn_sample(layout, rates, layer, w, w, masks, counters,
-                                               acts, factor, norms, park)
+                                               acts, factor, norms, sums)
         if threshold_bad:  # never while replaying or certified
             if copied:
                 skipped[n] = True  # it went to the other row, which is not live
@@ -705,18 +679,21 @@ def _learn_mean(layout, rates, layer, learn, acts, count, src, dst, masks, count
     for k in range(u):
         for j in range(u):
             yy[k, j] *= inv
+    # kernel[i, j] sits at k0 + i * across + j * along
+    major = layout[layer, UNITS_MAJOR] != 0
+    across, along = (np.uint64(1), d) if major else (u, np.uint64(1))
     for i in range(d):
-        base = k0 + i * u
+        base = k0 + i * across
         for j in range(u):
-            k = src[base + j]
+            k = src[base + j * along]
             decay = _ZERO
             if rule == OJA:
                 decay = k * yy[j, j]
             elif rule in (OJA_SUBSPACE, SANGER):
                 top = u if rule == OJA_SUBSPACE else j + np.uint64(1)
                 for m in range(top):
-                    decay += src[base + m] * yy[m, j]
-            dst[base + j] = k + eta * (corr[i, j] - decay)
+                    decay += src[base + m * along] * yy[m, j]
+            dst[base + j * along] = k + eta * (corr[i, j] - decay)
     _finish_kernel(layout, rates, layer, dst, masks, norms)
     bad = 0
     if rule == BCM:
