@@ -120,17 +120,17 @@ class NativeEngine:
         self._chunk = BATCH_MEAN_CHUNK if granularities == {"batch_mean"} else None
         self.input_dim = self.params[0].input_dim
         self.output_dim = self.params[-1].units
-        self._layout, self._rates, size = _tables(kernels, self.params)
+        self._settled = _entry_point(kernels.settled_weights)
+        self._layout, self._rates, size, scratch = _tables(kernels, self.params)
         self._weights = np.zeros((2, size), np.float32)
         self._masks = np.zeros(size, np.float32)
-        self._counters = np.zeros(1 + len(self.params), np.int64)  # live row, then steps
+        # the live row, each layer's step, then whether its kernel has an update waiting
+        self._counters = np.zeros(1 + 2 * len(self.params), np.int64)
         self._bounds = np.full((len(self.params), kernels.BOUND_COLUMNS), np.inf)
         # the kernels' arguments that stay the same from call to call, in their order
         self._state = (self._layout, self._rates, self._weights, self._masks, self._counters,
                        self._bounds)
-        units = [p.units for p in self.params]
-        work = kernels.WORK_VECTORS * max(units + [p.input_dim for p in self.params])
-        self._scratch = np.zeros(self.input_dim + sum(units) + work, np.float32)
+        self._scratch = np.zeros(scratch, np.float32)
         self._slices = [_layer_slices(kernels, row) for row in self._layout]
         self._units_major = [bool(row[kernels.UNITS_MAJOR]) for row in self._layout]
         self.load_layer_states(states)
@@ -175,8 +175,12 @@ class NativeEngine:
         """Nothing to do: the kernels were compiled or loaded when the first engine was built."""
 
     def layer_states(self) -> tuple[HebbianState, ...]:
-        """A copy of every layer's state as numpy arrays, input to output."""
-        live = self._weights[int(self._counters[0])]
+        """A copy of every layer's state as numpy arrays, input to output, with the kernel
+        updates still waiting for the next forward pass made (nothing of the engine is
+        written). Read while `process` runs in another thread, it may mix two steps."""
+        live = np.empty(self._weights.shape[1], np.float32)  # with the waiting updates made
+        self._settled(self._layout, self._rates, self._weights, self._masks, self._counters,
+                      self._scratch, live)
         states = []
         for index, (p, (k, lat, t), major) in enumerate(
                 zip(self.params, self._slices, self._units_major, strict=True)):
@@ -202,6 +206,7 @@ class NativeEngine:
             self._masks[k] = (mask.T if major else mask).reshape(-1)
             self._counters[1 + index] = int(step)
         self._counters[0] = 0
+        self._counters[1 + len(self.params):] = 0  # no update waiting
         self._bounds[:] = np.inf  # unknown: measured when the next update needs them
 
 
@@ -214,12 +219,17 @@ def _entry_point(kernel):
         return kernel
 
 
-def _tables(kernels, params: Sequence[HebbianParams]) -> tuple[np.ndarray, np.ndarray, int]:
-    """The per-layer layout (offsets, codes) and rate tables the compiled kernels read, and
-    the size of one row of weights."""
+def _tables(kernels, params: Sequence[HebbianParams]
+            ) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The per-layer layout (offsets, codes) and rate tables the compiled kernels read, the
+    size of one row of weights and the size of the scratch buffer."""
     layout = np.zeros((len(params), kernels.LAYOUT_COLUMNS), np.int64)
     rates = np.zeros((len(params), kernels.RATE_COLUMNS), np.float32)
     offset, x_offset, y_offset = 0, 0, params[0].input_dim
+    # scratch: the activations, the work vectors, then each layer's waiting update
+    widest = max([p.units for p in params] + [p.input_dim for p in params])
+    p_offset = params[0].input_dim + sum(p.units for p in params)
+    p_offset += kernels.WORK_VECTORS * widest
     for index, p in enumerate(params):
         d, u = p.input_dim, p.units
         row = layout[index]
@@ -235,6 +245,13 @@ def _tables(kernels, params: Sequence[HebbianParams]) -> tuple[np.ndarray, np.nd
         row[kernels.MASKED] = p.connectivity != "all"
         # Sanger's running sums run along each unit's weights: one contiguous row per unit
         row[kernels.UNITS_MAJOR] = p.rule == "sanger"
+        # an unmasked update made element by element from x, y and per-unit factors can
+        # wait for the next forward pass (see `native_kernels._settle_multiply`)
+        row[kernels.DEFERRABLE] = (
+            p.granularity == "per_sample" and p.connectivity == "all"
+            and (p.rule in ("oja", "bcm") or (p.rule == "hebb" and p.stabilizer == "clip")))
+        row[kernels.P_OFF] = p_offset
+        p_offset += d + 2 * u + 1  # x, y, factors, rate
         r = rates[index]
         r[kernels.RATE], r[kernels.DECAY_STEPS] = p.learning_rate, p.decay_steps
         r[kernels.LATERAL_RATE] = p.lateral_learning_rate
@@ -242,7 +259,7 @@ def _tables(kernels, params: Sequence[HebbianParams]) -> tuple[np.ndarray, np.nd
         r[kernels.THRESHOLD_RATE] = p.bcm_threshold_rate
         offset += d * u + u * u + u
         x_offset, y_offset = y_offset, y_offset + u
-    return layout, rates, offset
+    return layout, rates, offset, p_offset
 
 
 def _kernel_matrix(flat: np.ndarray, d: int, u: int, units_major: bool) -> np.ndarray:

@@ -6,7 +6,8 @@ per-layer offsets and codes, not by Python objects. The GIL is released while th
 
 Layout (built by `service.model.native_engine`): ``weights`` holds two copies (rows 0 and
 1) of every layer's kernel, lateral weights and BCM threshold, at the offsets of the
-``layout`` table; ``counters`` holds the live row, then each layer's step; ``bounds``
+``layout`` table; ``counters`` holds the live row, then each layer's step, then whether
+its kernel has an update waiting (below); ``bounds``
 bounds on each layer's largest weights. Updates are made in place in the live row, except
 a segment's first (below), which writes the other row (`run_per_sample`): no allocation
 per sample. Fields a layer never updates (lateral weights without
@@ -29,6 +30,18 @@ are offered to `_certify`, which bounds every value an update computes from the 
 from update to update, measured when unknown or too loose). A proven update is made in
 place and needs no check, so a one-sample call reads the weights twice and writes them
 once. The results are those of checking every update, bit for bit.
+
+Waiting updates: the kernel update of ``oja``, ``bcm`` and clipped ``hebb`` with full
+connectivity, per sample (``DEFERRABLE``), reads each weight once and writes it once, and
+so does the next forward pass. An update made in place may therefore wait: `_defer_kernel`
+keeps the sample's x, y, per-unit factors and rate in ``scratch`` (at ``P_OFF``), sets the
+layer's waiting flag in ``counters``, and the next forward pass computes each new weight
+and multiplies it in the same loop (`_settle_multiply`): the kernel crosses memory once per
+sample instead of twice. The new weights are bit for bit those of the update made at once
+(the same scalar formulas, in the same order). A call's last update waits only when proven
+finite (no check follows it in this call); one refused with its segment is dropped with
+the row it was made on (`_refuse`), and loading a state drops it. `settled_weights` shows
+a row with the waiting updates made, without writing anything.
 
 Kernels are (input_dim, units), row-major: inner loops run over units, contiguous, so they
 vectorise without reassociating a sum (fastmath is FMA contraction only, no
@@ -54,14 +67,19 @@ from numba import njit, types
 
 # Columns of the per-layer table `layout` (int64) ...
 # (UNITS_MAJOR: the kernel and its mask are stored (units, input_dim), one row per unit)
+# (DEFERRABLE: the kernel's update may wait for the next forward pass, see `run_per_sample`;
+# P_OFF: where in `scratch` a waiting update keeps that sample's x, y, factors and rate)
 (IN, UNITS, K_OFF, L_OFF, T_OFF, X_OFF, Y_OFF, RULE, LATERAL, ACTIVATION, STABILIZER,
- MASKED, UNITS_MAJOR) = range(13)
-LAYOUT_COLUMNS = 13
+ MASKED, UNITS_MAJOR, DEFERRABLE, P_OFF) = range(15)
+LAYOUT_COLUMNS = 15
 # ... and of the hyper-parameter table `rates` (float32).
 RATE, DECAY_STEPS, LATERAL_RATE, NORM_TARGET, WEIGHT_BOUND, THRESHOLD_RATE = range(6)
 RATE_COLUMNS = 6
 WORK_VECTORS = 4  # work space after the activations, in vectors of the widest dimension
-LIVE = 0  # counters[LIVE] is the live row of `weights`; counters[1 + layer] its step
+# counters[LIVE] is the live row of `weights`; counters[1 + layer] the layer's step, and
+# counters[1 + layers + layer] 1 while the layer's kernel has an update waiting
+LIVE = 0
+
 # Columns of `bounds` (float64, one row per layer): upper bounds of the live row's |kernel|
 # and |lateral| weights (Inf: unknown), 1.0 where they were measured since the last update
 # (so that a bound too loose to prove anything is measured once, not per sample), then the
@@ -165,14 +183,26 @@ def _multiply(w, k0, d, u, acts, xo, h):
 
 
 @njit(inline="always")
-def _forward(layout, layer, w, acts, h):
+def _waiting(layout, counters, layer):
+    """Whether the layer's kernel has an update waiting for the next forward pass."""
+    return counters[1 + layout.shape[0] + layer] != 0
+
+
+@njit(inline="always")
+def _forward(layout, rates, layer, w, masks, counters, scratch, acts, h):
     """The layer's output y + y L, y = f(x K), from its input in `acts` into `acts`, with
-    one row `w` of the weights; nonzero if a product it computed is not finite."""
+    one row `w` of the weights; nonzero if a product it computed is not finite. A waiting
+    update of the kernel is made on the way (`_settle_multiply`)."""
     d, u = _at(layout, layer, IN), _at(layout, layer, UNITS)
     k0, xo, yo = _at(layout, layer, K_OFF), _at(layout, layer, X_OFF), _at(layout, layer, Y_OFF)
     if layout[layer, UNITS_MAJOR] != 0:
         for j in range(u):
             h[j] = _row_dot(w, k0 + j * d, acts, xo, d)
+    elif _waiting(layout, counters, layer):
+        for j in range(u):
+            h[j] = _ZERO
+        _settle_multiply(layout, rates, layer, w, scratch, acts, h)
+        counters[1 + layout.shape[0] + layer] = 0
     else:
         for j in range(u):
             h[j] = _ZERO
@@ -204,32 +234,173 @@ def _forward(layout, layer, w, acts, h):
 
 
 @njit(inline="always")
-def _forward_stack(layout, sample, w, acts, h):
-    """Every layer's output for one sample into `acts`; nonzero if a product is not finite."""
+def _forward_stack(layout, rates, sample, w, masks, counters, scratch, acts, h):
+    """Every layer's output for one sample into `acts` (making the updates waiting on the
+    way); nonzero if a product is not finite."""
     for i in range(sample.shape[0]):
         acts[i] = sample[i]
     bad = 0
     for layer in range(layout.shape[0]):
-        bad |= _forward(layout, layer, w, acts, h)
+        bad |= _forward(layout, rates, layer, w, masks, counters, scratch, acts, h)
     return bad
+
+
+@njit(inline="always")
+def _mask_and_clip(layout, rates, layer, dst, masks, start, stop):
+    """Masked weights of a new kernel (positions start..stop) back to exactly zero, then
+    plain Hebb's clipping stabiliser (element by element: any block gives the same)."""
+    if layout[layer, MASKED] != 0:
+        for p in range(start, stop):
+            dst[p] *= masks[p]
+    if layout[layer, RULE] == HEBB and layout[layer, STABILIZER] == CLIP:
+        bound = rates[layer, WEIGHT_BOUND]
+        for p in range(start, stop):
+            dst[p] = _clipped(dst[p], bound)
+
+
+# One kernel weight after one sample, for the rules updated element by element: the
+# formulas of an update made at once and of one made later (`_settle_multiply`), so that
+# both compile to the same arithmetic and round alike.
+@njit(inline="always")
+def _oja_weight(k, x, y, yy, eta):
+    return k + eta * (x * y - k * yy)
+
+
+@njit(inline="always")
+def _bcm_weight(k, x, factor, eta):
+    return k + eta * (x * factor)
+
+
+@njit(inline="always")
+def _hebb_weight(k, x, y, eta):
+    return k + eta * (x * y)
+
+
+@njit(inline="always")
+def _clipped(value, bound):
+    """Plain Hebb's clipping: NaN stays NaN (refused); Inf is clipped like any value."""
+    return min(max(value, -bound), bound) if value == value else value
+
+
+@njit(inline="always")
+def _update_rows(rule, src, dst, k0, start, stop, u, x, xo, y, yo, f, fo, eta):
+    """Rows start..stop of an elementwise rule's new kernel (`oja`, `bcm`, `hebb`), from the
+    sample's x, y and per-unit factors f (y^2, or y (y - theta) for BCM)."""
+    for i in range(start, stop):
+        xi, row = x[xo + i], k0 + i * u
+        if rule == OJA:
+            for j in range(u):
+                dst[row + j] = _oja_weight(src[row + j], xi, y[yo + j], f[fo + j], eta)
+        elif rule == BCM:
+            for j in range(u):
+                dst[row + j] = _bcm_weight(src[row + j], xi, f[fo + j], eta)
+        else:  # HEBB
+            for j in range(u):
+                dst[row + j] = _hebb_weight(src[row + j], xi, y[yo + j], eta)
+
+
+@njit(inline="always")
+def _settle_multiply(layout, rates, layer, w, scratch, acts, h):
+    """h += x K with the kernel's waiting update made on the way, in place: each weight is
+    read once, updated, written and multiplied (one pass over the kernel instead of two).
+    The sums are `_multiply`'s, the new weights `_update_rows`' and `_clipped`'s."""
+    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    d, u, k0 = _at(layout, layer, IN), _at(layout, layer, UNITS), _at(layout, layer, K_OFF)
+    xo, po = _at(layout, layer, X_OFF), _at(layout, layer, P_OFF)
+    yo, fo = po + d, po + d + u
+    rule, eta, bound = layout[layer, RULE], scratch[po + d + u + u], rates[layer, WEIGHT_BOUND]
+    i = np.uint64(0)
+    while i + four <= d:
+        r0 = k0 + i * u
+        r1, r2, r3 = r0 + u, r0 + two * u, r0 + three * u
+        x0, x1, x2, x3 = acts[xo + i], acts[xo + i + one], acts[xo + i + two], acts[xo + i + three]
+        q0, q1, q2, q3 = (scratch[po + i], scratch[po + i + one], scratch[po + i + two],
+                          scratch[po + i + three])
+        if rule == OJA:
+            for j in range(u):
+                y, f = scratch[yo + j], scratch[fo + j]
+                v0 = _oja_weight(w[r0 + j], q0, y, f, eta)
+                v1 = _oja_weight(w[r1 + j], q1, y, f, eta)
+                v2 = _oja_weight(w[r2 + j], q2, y, f, eta)
+                v3 = _oja_weight(w[r3 + j], q3, y, f, eta)
+                w[r0 + j], w[r1 + j], w[r2 + j], w[r3 + j] = v0, v1, v2, v3
+                h[j] = (((h[j] + x0 * v0) + x1 * v1) + x2 * v2) + x3 * v3
+        elif rule == BCM:
+            for j in range(u):
+                f = scratch[fo + j]
+                v0 = _bcm_weight(w[r0 + j], q0, f, eta)
+                v1 = _bcm_weight(w[r1 + j], q1, f, eta)
+                v2 = _bcm_weight(w[r2 + j], q2, f, eta)
+                v3 = _bcm_weight(w[r3 + j], q3, f, eta)
+                w[r0 + j], w[r1 + j], w[r2 + j], w[r3 + j] = v0, v1, v2, v3
+                h[j] = (((h[j] + x0 * v0) + x1 * v1) + x2 * v2) + x3 * v3
+        else:  # HEBB, clipped
+            for j in range(u):
+                y = scratch[yo + j]
+                v0 = _clipped(_hebb_weight(w[r0 + j], q0, y, eta), bound)
+                v1 = _clipped(_hebb_weight(w[r1 + j], q1, y, eta), bound)
+                v2 = _clipped(_hebb_weight(w[r2 + j], q2, y, eta), bound)
+                v3 = _clipped(_hebb_weight(w[r3 + j], q3, y, eta), bound)
+                w[r0 + j], w[r1 + j], w[r2 + j], w[r3 + j] = v0, v1, v2, v3
+                h[j] = (((h[j] + x0 * v0) + x1 * v1) + x2 * v2) + x3 * v3
+        i += four
+    while i < d:
+        xi, q, row = acts[xo + i], scratch[po + i], k0 + i * u
+        if rule == OJA:
+            for j in range(u):
+                y, f = scratch[yo + j], scratch[fo + j]
+                value = _oja_weight(w[row + j], q, y, f, eta)
+                w[row + j] = value
+                h[j] += xi * value
+        elif rule == BCM:
+            for j in range(u):
+                f = scratch[fo + j]
+                value = _bcm_weight(w[row + j], q, f, eta)
+                w[row + j] = value
+                h[j] += xi * value
+        else:
+            for j in range(u):
+                y = scratch[yo + j]
+                value = _clipped(_hebb_weight(w[row + j], q, y, eta), bound)
+                w[row + j] = value
+                h[j] += xi * value
+        i += one
+
+
+@njit(inline="always")
+def _settle_rows(layout, rates, layer, src, dst, masks, scratch, start, stop):
+    """Rows start..stop of the layer's waiting kernel update (kept in `scratch`), from row
+    `src` of the weights into `dst` (which may be `src`), masked and clipped."""
+    d, u, k0 = _at(layout, layer, IN), _at(layout, layer, UNITS), _at(layout, layer, K_OFF)
+    po = _at(layout, layer, P_OFF)
+    yo, fo = po + d, po + d + u
+    eta = scratch[po + d + u + u]
+    _update_rows(layout[layer, RULE], src, dst, k0, start, stop, u, scratch, po, scratch, yo,
+                 scratch, fo, eta)
+    _mask_and_clip(layout, rates, layer, dst, masks, k0 + start * u, k0 + stop * u)
+
+
+@njit(inline="always")
+def _defer_kernel(layout, layer, counters, scratch, acts, factor, eta):
+    """Keep what the layer's kernel update needs (x, y, factors, rate) in `scratch` and
+    mark it waiting: the next forward pass makes it (`_forward`)."""
+    d, u = _at(layout, layer, IN), _at(layout, layer, UNITS)
+    xo, yo, po = _at(layout, layer, X_OFF), _at(layout, layer, Y_OFF), _at(layout, layer, P_OFF)
+    for i in range(d):
+        scratch[po + i] = acts[xo + i]
+    for j in range(u):
+        scratch[po + d + j] = acts[yo + j]
+        scratch[po + d + u + j] = factor[j]
+    scratch[po + d + u + u] = eta
+    counters[1 + layout.shape[0] + layer] = 1
 
 
 @njit(inline="always")
 def _finish_kernel(layout, rates, layer, dst, masks, norms):
     """Masked weights of a new kernel back to exactly zero, then plain Hebb's stabiliser."""
     d, u, k0 = _at(layout, layer, IN), _at(layout, layer, UNITS), _at(layout, layer, K_OFF)
-    end = k0 + d * u
-    if layout[layer, MASKED] != 0:
-        for p in range(k0, end):
-            dst[p] *= masks[p]
-    if layout[layer, RULE] != HEBB:
-        return
-    if layout[layer, STABILIZER] == CLIP:
-        bound = rates[layer, WEIGHT_BOUND]
-        for p in range(k0, end):
-            value = dst[p]
-            if value == value:  # NaN stays NaN (refused); Inf is clipped like any value
-                dst[p] = min(max(value, -bound), bound)
+    _mask_and_clip(layout, rates, layer, dst, masks, k0, k0 + d * u)
+    if layout[layer, RULE] != HEBB or layout[layer, STABILIZER] == CLIP:
         return
     for j in range(u):
         norms[j] = _ZERO
@@ -319,11 +490,13 @@ def _sanger_units(src, dst, sums, acts, xo, yo, k0, d, u, eta):
 
 
 @njit(inline="always")
-def _learn_sample(layout, rates, layer, src, dst, masks, counters, acts, factor, norms, sums):
+def _learn_sample(layout, rates, layer, src, dst, masks, counters, scratch, acts, factor,
+                  norms, sums, defer):
     """Write one layer's state after one sample into row `dst` (which may be `src`: every
     new value is written after the old values it is computed from are read); nonzero if
     the new BCM threshold is not finite (the weights are checked by the next forward
-    pass)."""
+    pass). With `defer` (only in place), a `DEFERRABLE` kernel's update is left waiting
+    for the next forward pass; the lateral weights and the threshold are updated now."""
     d, u = _at(layout, layer, IN), _at(layout, layer, UNITS)
     k0, xo, yo = _at(layout, layer, K_OFF), _at(layout, layer, X_OFF), _at(layout, layer, Y_OFF)
     t0 = _at(layout, layer, T_OFF)
@@ -332,25 +505,17 @@ def _learn_sample(layout, rates, layer, src, dst, masks, counters, acts, factor,
     for j in range(u):
         y = acts[yo + j]
         factor[j] = y * (y - src[t0 + j]) if rule == BCM else y * y
-    if rule == OJA_SUBSPACE:
+    if defer and layout[layer, DEFERRABLE] != 0:
+        _defer_kernel(layout, layer, counters, scratch, acts, factor, eta)
+    elif rule == OJA_SUBSPACE:
         _oja_subspace_rows(src, dst, acts, xo, yo, k0, d, u, eta)
     elif rule == SANGER:
         _sanger_units(src, dst, sums, acts, xo, yo, k0, d, u, eta)
     else:
-        for i in range(d):
-            xi = acts[xo + i]
-            row = k0 + i * u
-            if rule == OJA:
-                for j in range(u):
-                    k = src[row + j]
-                    dst[row + j] = k + eta * (xi * acts[yo + j] - k * factor[j])
-            elif rule == BCM:
-                for j in range(u):
-                    dst[row + j] = src[row + j] + eta * (xi * factor[j])
-            else:  # HEBB
-                for j in range(u):
-                    dst[row + j] = src[row + j] + eta * (xi * acts[yo + j])
-    _finish_kernel(layout, rates, layer, dst, masks, norms)
+        _update_rows(rule, src, dst, k0, np.uint64(0), d, u, acts, xo, acts, yo, factor,
+                     np.uint64(0), eta)
+    if not (defer and layout[layer, DEFERRABLE] != 0):
+        _finish_kernel(layout, rates, layer, dst, masks, norms)
     bad = 0
     if rule == BCM:
         for j in range(u):
@@ -529,6 +694,8 @@ def _refuse(counters, bounds, layers, skipped, refused, applied, begin, first):
     (live row, updates applied, end of the replay, next sample)."""
     skipped[refused] = True
     _step_all(counters, layers, -applied)
+    for layer in range(layers):  # an update left waiting belongs to the row left behind
+        counters[1 + layers + layer] = 0
     _forget_bounds(bounds)
     return begin, 0, refused, first
 
@@ -555,6 +722,9 @@ def run_per_sample(samples, learn, layout, rates, weights, masks, counters, boun
     applying every sample on its own, and each sample is replayed at most once per call.
     The call's first and last updates, when `_certify` proves them finite, are made in
     place with no check (the first one then ends its segment: it can never be undone).
+    A `DEFERRABLE` kernel's update made in place waits for the next forward pass (see the
+    module's notes), except while replaying and for a segment's first; the call's last
+    waits only when proven finite, and then for the next call.
     """
     layers = layout.shape[0]
     n_samples = samples.shape[0]
@@ -584,9 +754,11 @@ def run_per_sample(samples, learn, layout, rates, weights, masks, counters, boun
             if not learn[n] or skipped[n]:
                 n += 1
                 continue
-            _forward_stack(layout, samples[n], rows[live], acts, h)
+            _forward_stack(layout, rates, samples[n], rows[live], masks, counters, scratch,
+                           acts, h)
         else:
-            bad = _forward_stack(layout, samples[n], rows[live], acts, h)
+            bad = _forward_stack(layout, rates, samples[n], rows[live], masks, counters,
+                                 scratch, acts, h)
             if unchecked >= 0 and bad and not _weights_finite(layout, rows[live]):
                 # replay up to the refused sample, then come back to this one
                 live, applied, replay_to, n = _refuse(counters, bounds, layers, skipped,
@@ -613,14 +785,19 @@ def run_per_sample(samples, learn, layout, rates, weights, masks, counters, boun
             src, dst = rows[live], rows[1 - live]
             for layer in range(layers):
                 threshold_bad |= _learn_sample(layout, rates, layer, src, dst, masks, counters,
-                                               acts, factor, norms, sums)
+                                               scratch, acts, factor, norms, sums, False)
             if not threshold_bad:
                 live = 1 - live
         else:
+            # An update in place waits for the next forward pass, which checks it, or, the
+            # call's last, for the next call, when proven finite. Not while replaying, nor
+            # one that starts a segment: the row a segment starts from is complete.
+            last = n == n_samples - 1
+            defer = not replaying and ((certified and last) or not (certified or last))
             w = rows[live]  # one array as source and destination (see the module's notes)
             for layer in range(layers):
                 threshold_bad |= _learn_sample(layout, rates, layer, w, w, masks, counters,
-                                               acts, factor, norms, sums)
+                                               scratch, acts, factor, norms, sums, defer)
         if threshold_bad:  # never while replaying or certified
             if copied:
                 skipped[n] = True  # it went to the other row, which is not live
@@ -724,7 +901,7 @@ def run_batch_mean(samples, learn, layout, rates, weights, masks, counters, boun
     acts = np.zeros((n_samples, out1), np.float32)
     count = 0
     for n in range(n_samples):
-        _forward_stack(layout, samples[n], src, acts[n], h)
+        _forward_stack(layout, rates, samples[n], src, masks, counters, scratch, acts[n], h)
         outputs[n, :] = acts[n, out0:out1]
         if learn[n]:
             count += 1
@@ -741,3 +918,27 @@ def run_batch_mean(samples, learn, layout, rates, weights, masks, counters, boun
     else:
         for n in range(n_samples):
             skipped[n] = learn[n]
+
+
+_SETTLED_SIGNATURE = types.void(
+    _array(types.int64, 2),  # layout
+    _array(types.float32, 2),  # rates
+    _array(types.float32, 2),  # weights
+    _array(types.float32, 1),  # masks
+    _array(types.int64, 1),  # counters
+    _array(types.float32, 1),  # scratch
+    _array(types.float32, 1),  # out
+)
+
+
+@njit(_SETTLED_SIGNATURE, **_OPTIONS)
+def settled_weights(layout, rates, weights, masks, counters, scratch, out):
+    """The live row of `weights` with the kernel updates still waiting made, into `out`
+    (the engine's state is only read: bit for bit what the next forward pass will write)."""
+    live = weights[counters[LIVE]]
+    for p in range(live.shape[0]):
+        out[p] = live[p]
+    for layer in range(layout.shape[0]):
+        if _waiting(layout, counters, layer):
+            _settle_rows(layout, rates, layer, live, out, masks, scratch, np.uint64(0),
+                         _at(layout, layer, IN))

@@ -60,16 +60,22 @@ GROUPINGS = [
 ]
 
 
-@pytest.mark.parametrize(("engine", "rule", "units"), [
-    *(("native", rule, units) for rule in ["hebb", "oja", "oja_subspace", "sanger", "bcm"]
+@pytest.mark.parametrize(("engine", "rule", "units", "stabilizer"), [
+    *(("native", rule, units, "normalize")
+      for rule in ["hebb", "oja", "oja_subspace", "sanger", "bcm"]
       for units in (6, 64)),  # 64: whole vectors of units (and the vectorised dot products)
-    ("xla", "sanger", 6),  # every bucket size compiles: one rule on XLA
+    *(("native", "hebb", units, "clip") for units in (6, 64)),
+    ("xla", "sanger", 6, "normalize"),  # every bucket size compiles: one rule on XLA
 ])
-def test_final_weights_are_bit_identical_whatever_the_grouping(engine, rule, units):
+def test_final_weights_are_bit_identical_whatever_the_grouping(engine, rule, units,
+                                                               stabilizer):
+    # Natively, an update in place waits for the next forward pass (or call) where it can:
+    # made then, in one pass with that forward pass, it must round as one made at once.
     groupings = GROUPINGS if engine == "xla" else [
         (None, sizes) for sizes in ([3000], [1, 7, 64, 500, 3, 1024, 1401], [1] * 3000)
     ]
-    settings = {"rule": rule, "lateral": "anti_hebbian", "decay_steps": 300, "units": units}
+    settings = {"rule": rule, "lateral": "anti_hebbian", "decay_steps": 300, "units": units,
+                "stabilizer": stabilizer, "weight_bound": 0.3}
     reference = make_stack(engine, **settings)
     reference.engine.process(X)
     expected = reference.state_arrays()

@@ -204,3 +204,58 @@ def test_weights_too_large_to_prove_finite_still_learn_as_the_reference():
     assert rows == {0, 1}  # the other row was written
     W, _, _, _ = numpy_online(state.kernel * 1e31, samples, "oja", eta0=0.01)
     np.testing.assert_allclose(stack.layer_states()[0].kernel, W.T, rtol=1e-4)
+
+
+def _waiting_updates(engine) -> list[bool]:
+    layers = len(engine.params)
+    return [bool(flag) for flag in engine._counters[1 + layers:]]
+
+
+@pytest.mark.parametrize(("rule", "stabilizer"), [("oja", "normalize"), ("bcm", "normalize"),
+                                                  ("hebb", "clip")])
+def test_reading_the_state_while_an_update_waits_changes_nothing(rule, stabilizer):
+    # A call's last update, proven finite, waits to be made with the next forward pass;
+    # `layer_states` (also read by the metrics thread) shows it made, and writes nothing.
+    settings = _bound_settings(rule, stabilizer) | {"lateral": "none"}
+    config = StackConfig(12, (settings, {"units": 3, "rule": "oja", "seed": 4}))
+    read, unread = HebbianStack(config).engine, HebbianStack(config).engine
+    answers, waited = [], 0
+    for start, size in zip(range(0, 400, 8), [1, 1, 3, 8, 1, 5, 1, 2] * 7, strict=False):
+        batch = X[start:start + size]
+        answers.append((read.process(batch).activations, unread.process(batch).activations))
+        waiting = _waiting_updates(read)
+        before = (read._weights.copy(), read._counters.copy(), read._scratch.copy())
+        states = read.layer_states()
+        assert np.array_equal(before[0], read._weights)
+        assert np.array_equal(before[1], read._counters)
+        assert np.array_equal(before[2], read._scratch)
+        if waiting == [True, True]:
+            waited += 1
+            raw = read._weights[int(read._counters[0])][read._slices[0][0]].reshape(12, 6)
+            assert not np.array_equal(states[0].kernel, raw)  # the waiting update is in it
+    # The first update of an engine's first call, not yet proven finite, goes to the other
+    # row; after that, every call leaves its last update waiting.
+    assert waited >= len(answers) - 1
+    for ours, theirs in answers:
+        assert np.array_equal(ours, theirs)
+    # what was read is what the next forward pass made of it, bit for bit
+    shown = read.layer_states()
+    read.process(X[500:501], learn=False)
+    assert _waiting_updates(read) == [False, False]
+    for a, b, c in zip(shown, read.layer_states(), unread.layer_states(), strict=True):
+        for field in ("kernel", "lateral", "theta"):
+            assert np.array_equal(getattr(a, field), getattr(b, field))
+            assert np.array_equal(getattr(b, field), getattr(c, field))
+
+
+def test_loading_a_state_drops_the_update_waiting():
+    config = StackConfig(12, (_bound_settings("oja", "normalize"),))
+    engine, fresh = HebbianStack(config).engine, HebbianStack(config).engine
+    state = fresh.layer_states()
+    engine.process(X[:7])
+    assert _waiting_updates(engine) == [True]
+    engine.load_layer_states(state)
+    assert _waiting_updates(engine) == [False]
+    for stack_engine in (engine, fresh):
+        stack_engine.process(X[7:40])
+    assert np.array_equal(engine.layer_states()[0].kernel, fresh.layer_states()[0].kernel)
