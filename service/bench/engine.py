@@ -8,9 +8,9 @@ figure, the share of two simple bounds it reaches, measured on this machine in t
 run:
 
 - ``%bw``: bytes of weights the per-sample maths must move (kernel and lateral weights
-  read by the forward pass, read and written by the update) over the bandwidth of
-  rewriting in place, in a compiled loop, an array the size of the model's weights, as
-  the updates do (so: of the cache level the weights live in);
+  read once, by the forward pass and the update together, and written once) over the
+  bandwidth of rewriting in place, in a compiled loop, an array the size of the model's
+  weights, as the updates do (so: of the cache level the weights live in);
 - ``%flop``: floating-point operations per sample over a large float32 matmul's rate
   on one thread.
 
@@ -106,7 +106,8 @@ def per_sample_cost(rule: str, extra: dict, d: int, u: int) -> tuple[float, floa
     """(bytes of weights moved, floating-point operations) per learning sample."""
     lateral = extra.get("lateral") == "anti_hebbian"
     weights = d * u + (u * u if lateral else 0)
-    moved = 4.0 * 3 * weights  # read by the forward pass, read and written by the update
+    # each weight read once (by the forward pass and the update together) and written once
+    moved = 4.0 * 2 * weights
     forward = 2.0 * d * u + (2.0 * u * u if lateral else 0)
     update = {"oja": 5.0, "bcm": 3.0, "sanger": 6.0, "oja_subspace": 7.0}[rule] * d * u
     return moved, forward + update + (3.0 * u * u if lateral else 0)
