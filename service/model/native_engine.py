@@ -245,11 +245,13 @@ def _tables(kernels, params: Sequence[HebbianParams]
         row[kernels.MASKED] = p.connectivity != "all"
         # Sanger's running sums run along each unit's weights: one contiguous row per unit
         row[kernels.UNITS_MAJOR] = p.rule == "sanger"
-        # an unmasked update made element by element from x, y and per-unit factors can
-        # wait for the next forward pass (see `native_kernels._settle_multiply`)
+        # an unmasked update made row by row from x, y and per-unit factors (and, for the
+        # subspace rule, each row's dot product with y) can wait for the next forward pass
+        # (see `native_kernels._settle_multiply`)
         row[kernels.DEFERRABLE] = (
             p.granularity == "per_sample" and p.connectivity == "all"
-            and (p.rule in ("oja", "bcm") or (p.rule == "hebb" and p.stabilizer == "clip")))
+            and (p.rule in ("oja", "bcm", "oja_subspace")
+                 or (p.rule == "hebb" and p.stabilizer == "clip")))
         row[kernels.P_OFF] = p_offset
         p_offset += d + 2 * u + 1  # x, y, factors, rate
         r = rates[index]

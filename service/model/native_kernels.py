@@ -31,9 +31,11 @@ from update to update, measured when unknown or too loose). A proven update is m
 place and needs no check, so a one-sample call reads the weights twice and writes them
 once. The results are those of checking every update, bit for bit.
 
-Waiting updates: the kernel update of ``oja``, ``bcm`` and clipped ``hebb`` with full
-connectivity, per sample (``DEFERRABLE``), reads each weight once and writes it once, and
-so does the next forward pass. An update made in place may therefore wait: `_defer_kernel`
+Waiting updates: the kernel update of ``oja``, ``bcm``, ``oja_subspace`` and clipped
+``hebb`` with full connectivity, per sample (``DEFERRABLE``), goes row by row (input by
+input) and reads each weight once and writes it once (the subspace rule reads the row
+for its dot product with y first), and the next forward pass reads each weight once, in
+the same order. An update made in place may therefore wait: `_defer_kernel`
 keeps the sample's x, y, per-unit factors and rate in ``scratch`` (at ``P_OFF``), sets the
 layer's waiting flag in ``counters``, and the next forward pass computes each new weight
 and multiplies it in the same loop (`_settle_multiply`): the kernel crosses memory once per
@@ -277,6 +279,11 @@ def _hebb_weight(k, x, y, eta):
 
 
 @njit(inline="always")
+def _subspace_weight(k, x, y, dot, eta):
+    return k + eta * (x * y - dot * y)
+
+
+@njit(inline="always")
 def _clipped(value, bound):
     """Plain Hebb's clipping: NaN stays NaN (refused); Inf is clipped like any value."""
     return min(max(value, -bound), bound) if value == value else value
@@ -316,7 +323,18 @@ def _settle_multiply(layout, rates, layer, w, scratch, acts, h):
         x0, x1, x2, x3 = acts[xo + i], acts[xo + i + one], acts[xo + i + two], acts[xo + i + three]
         q0, q1, q2, q3 = (scratch[po + i], scratch[po + i + one], scratch[po + i + two],
                           scratch[po + i + three])
-        if rule == OJA:
+        if rule == OJA_SUBSPACE:  # the rows' dot products with y first, as made at once
+            s0, s1 = _row_dot(w, r0, scratch, yo, u), _row_dot(w, r1, scratch, yo, u)
+            s2, s3 = _row_dot(w, r2, scratch, yo, u), _row_dot(w, r3, scratch, yo, u)
+            for j in range(u):
+                y = scratch[yo + j]
+                v0 = _subspace_weight(w[r0 + j], q0, y, s0, eta)
+                v1 = _subspace_weight(w[r1 + j], q1, y, s1, eta)
+                v2 = _subspace_weight(w[r2 + j], q2, y, s2, eta)
+                v3 = _subspace_weight(w[r3 + j], q3, y, s3, eta)
+                w[r0 + j], w[r1 + j], w[r2 + j], w[r3 + j] = v0, v1, v2, v3
+                h[j] = (((h[j] + x0 * v0) + x1 * v1) + x2 * v2) + x3 * v3
+        elif rule == OJA:
             for j in range(u):
                 y, f = scratch[yo + j], scratch[fo + j]
                 v0 = _oja_weight(w[r0 + j], q0, y, f, eta)
@@ -346,7 +364,13 @@ def _settle_multiply(layout, rates, layer, w, scratch, acts, h):
         i += four
     while i < d:
         xi, q, row = acts[xo + i], scratch[po + i], k0 + i * u
-        if rule == OJA:
+        if rule == OJA_SUBSPACE:
+            dot = _row_dot(w, row, scratch, yo, u)
+            for j in range(u):
+                value = _subspace_weight(w[row + j], q, scratch[yo + j], dot, eta)
+                w[row + j] = value
+                h[j] += xi * value
+        elif rule == OJA:
             for j in range(u):
                 y, f = scratch[yo + j], scratch[fo + j]
                 value = _oja_weight(w[row + j], q, y, f, eta)
@@ -375,8 +399,15 @@ def _settle_rows(layout, rates, layer, src, dst, masks, scratch, start, stop):
     po = _at(layout, layer, P_OFF)
     yo, fo = po + d, po + d + u
     eta = scratch[po + d + u + u]
-    _update_rows(layout[layer, RULE], src, dst, k0, start, stop, u, scratch, po, scratch, yo,
-                 scratch, fo, eta)
+    if layout[layer, RULE] == OJA_SUBSPACE:
+        for i in range(start, stop):
+            row, q = k0 + i * u, scratch[po + i]
+            dot = _row_dot(src, row, scratch, yo, u)
+            for j in range(u):
+                dst[row + j] = _subspace_weight(src[row + j], q, scratch[yo + j], dot, eta)
+    else:
+        _update_rows(layout[layer, RULE], src, dst, k0, start, stop, u, scratch, po, scratch,
+                     yo, scratch, fo, eta)
     _mask_and_clip(layout, rates, layer, dst, masks, k0 + start * u, k0 + stop * u)
 
 
@@ -458,17 +489,16 @@ def _oja_subspace_rows(src, dst, acts, xo, yo, k0, d, u, eta):
         x0, x1, x2, x3 = acts[xo + i], acts[xo + i + one], acts[xo + i + two], acts[xo + i + three]
         for j in range(u):
             y = acts[yo + j]
-            dst[r0 + j] = src[r0 + j] + eta * (x0 * y - s0 * y)
-            dst[r1 + j] = src[r1 + j] + eta * (x1 * y - s1 * y)
-            dst[r2 + j] = src[r2 + j] + eta * (x2 * y - s2 * y)
-            dst[r3 + j] = src[r3 + j] + eta * (x3 * y - s3 * y)
+            dst[r0 + j] = _subspace_weight(src[r0 + j], x0, y, s0, eta)
+            dst[r1 + j] = _subspace_weight(src[r1 + j], x1, y, s1, eta)
+            dst[r2 + j] = _subspace_weight(src[r2 + j], x2, y, s2, eta)
+            dst[r3 + j] = _subspace_weight(src[r3 + j], x3, y, s3, eta)
         i += four
     while i < d:
         row, xi = k0 + i * u, acts[xo + i]
         s = _row_dot(src, row, acts, yo, u)
         for j in range(u):
-            y = acts[yo + j]
-            dst[row + j] = src[row + j] + eta * (xi * y - s * y)
+            dst[row + j] = _subspace_weight(src[row + j], xi, acts[yo + j], s, eta)
         i += one
 
 

@@ -211,12 +211,13 @@ def _waiting_updates(engine) -> list[bool]:
     return [bool(flag) for flag in engine._counters[1 + layers:]]
 
 
-@pytest.mark.parametrize(("rule", "stabilizer"), [("oja", "normalize"), ("bcm", "normalize"),
-                                                  ("hebb", "clip")])
-def test_reading_the_state_while_an_update_waits_changes_nothing(rule, stabilizer):
+@pytest.mark.parametrize(("rule", "stabilizer", "lateral"), [
+    ("oja", "normalize", "none"), ("bcm", "normalize", "none"), ("hebb", "clip", "none"),
+    ("oja_subspace", "normalize", "none"), ("oja_subspace", "normalize", "anti_hebbian")])
+def test_reading_the_state_while_an_update_waits_changes_nothing(rule, stabilizer, lateral):
     # A call's last update, proven finite, waits to be made with the next forward pass;
     # `layer_states` (also read by the metrics thread) shows it made, and writes nothing.
-    settings = _bound_settings(rule, stabilizer) | {"lateral": "none"}
+    settings = _bound_settings(rule, stabilizer) | {"lateral": lateral}
     config = StackConfig(12, (settings, {"units": 3, "rule": "oja", "seed": 4}))
     read, unread = HebbianStack(config).engine, HebbianStack(config).engine
     answers, waited = [], 0
@@ -259,3 +260,30 @@ def test_loading_a_state_drops_the_update_waiting():
     for stack_engine in (engine, fresh):
         stack_engine.process(X[7:40])
     assert np.array_equal(engine.layer_states()[0].kernel, fresh.layer_states()[0].kernel)
+
+
+@pytest.mark.parametrize(("rule", "stabilizer", "lateral"), [
+    ("oja", "normalize", "none"), ("bcm", "normalize", "anti_hebbian"),
+    ("hebb", "clip", "none"), ("oja_subspace", "normalize", "anti_hebbian")])
+@pytest.mark.parametrize("units", [6, 64])
+def test_a_waiting_update_rounds_as_one_made_at_once(rule, stabilizer, lateral, units):
+    # The same calls on two engines, one never leaving an update waiting: bit for bit.
+    from service.model import native_kernels
+
+    settings = {"units": units, "rule": rule, "lateral": lateral, "stabilizer": stabilizer,
+                "weight_bound": 0.3, "decay_steps": 200, "seed": 7}
+    config = StackConfig(12, (settings, {"units": 3, "rule": "bcm", "seed": 8}))
+    waiting, eager = HebbianStack(config).engine, HebbianStack(config).engine
+    assert waiting._layout[0, native_kernels.DEFERRABLE] == 1
+    eager._layout[:, native_kernels.DEFERRABLE] = 0
+    start, waited = 0, 0
+    for size in [1, 1, 2, 9, 1, 64, 3, 1, 1, 300, 1] * 3:
+        ours = waiting.process(X[start:start + size])
+        theirs = eager.process(X[start:start + size])
+        waited += _waiting_updates(waiting)[0]
+        assert np.array_equal(ours.activations, theirs.activations)
+        start += size
+    assert waited > 20 and not any(_waiting_updates(eager))
+    for a, b in zip(waiting.layer_states(), eager.layer_states(), strict=True):
+        for field in ("kernel", "lateral", "theta"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), field
