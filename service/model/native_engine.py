@@ -245,12 +245,13 @@ def _tables(kernels, params: Sequence[HebbianParams]
         row[kernels.MASKED] = p.connectivity != "all"
         # Sanger's running sums run along each unit's weights: one contiguous row per unit
         row[kernels.UNITS_MAJOR] = p.rule == "sanger"
-        # an unmasked update made row by row from x, y and per-unit factors (and, for the
-        # subspace rule, each row's dot product with y) can wait for the next forward pass
-        # (see `native_kernels._settle_multiply`)
+        # an unmasked update made row by row from x, y and per-unit factors (and the sums
+        # over each row of the subspace rule and Sanger's) can wait for the next forward
+        # pass (see `native_kernels._settle_multiply`); normalised Hebb needs every row
+        # before any row's final value
         row[kernels.DEFERRABLE] = (
             p.granularity == "per_sample" and p.connectivity == "all"
-            and (p.rule in ("oja", "bcm", "oja_subspace")
+            and (p.rule in ("oja", "bcm", "oja_subspace", "sanger")
                  or (p.rule == "hebb" and p.stabilizer == "clip")))
         row[kernels.P_OFF] = p_offset
         p_offset += d + 2 * u + 1  # x, y, factors, rate

@@ -31,15 +31,16 @@ from update to update, measured when unknown or too loose). A proven update is m
 place and needs no check, so a one-sample call reads the weights twice and writes them
 once. The results are those of checking every update, bit for bit.
 
-Waiting updates: the kernel update of ``oja``, ``bcm``, ``oja_subspace`` and clipped
-``hebb`` with full connectivity, per sample (``DEFERRABLE``), goes row by row (input by
-input) and reads each weight once and writes it once (the subspace rule reads the row
-for its dot product with y first), and the next forward pass reads each weight once, in
-the same order. An update made in place may therefore wait: `_defer_kernel`
-keeps the sample's x, y, per-unit factors and rate in ``scratch`` (at ``P_OFF``), sets the
-layer's waiting flag in ``counters``, and the next forward pass computes each new weight
-and multiplies it in the same loop (`_settle_multiply`): the kernel crosses memory once per
-sample instead of twice. The new weights are bit for bit those of the update made at once
+Waiting updates: the kernel update of every rule but normalised ``hebb``, with full
+connectivity, per sample (``DEFERRABLE``), goes row by row and reads each weight once and
+writes it once (the subspace rule reads the row for its dot product with y first), and
+the next forward pass reads each weight once, in the same order. An update made in place
+may therefore wait: `_defer_kernel` keeps the sample's x, y, per-unit factors and rate in
+``scratch`` (at ``P_OFF``), sets the layer's waiting flag in ``counters``, and the next
+forward pass computes each new weight and multiplies it in the same loop
+(`_settle_multiply`; Sanger's units-major rows are updated and then multiplied one by
+one while in cache, `_settle_units_dot`): the kernel crosses memory once per sample
+instead of twice. The new weights are bit for bit those of the update made at once
 (the same scalar formulas, in the same order). A call's last update waits only when proven
 finite (no check follows it in this call); one refused with its segment is dropped with
 the row it was made on (`_refuse`), and loading a state drops it. `settled_weights` shows
@@ -191,13 +192,17 @@ def _waiting(layout, counters, layer):
 
 
 @njit(inline="always")
-def _forward(layout, rates, layer, w, masks, counters, scratch, acts, h):
+def _forward(layout, rates, layer, w, masks, counters, scratch, acts, h, sums):
     """The layer's output y + y L, y = f(x K), from its input in `acts` into `acts`, with
     one row `w` of the weights; nonzero if a product it computed is not finite. A waiting
-    update of the kernel is made on the way (`_settle_multiply`)."""
+    update of the kernel is made on the way (`_settle_multiply`, or `_settle_units_dot`
+    for a units-major kernel, with `sums` as its work space)."""
     d, u = _at(layout, layer, IN), _at(layout, layer, UNITS)
     k0, xo, yo = _at(layout, layer, K_OFF), _at(layout, layer, X_OFF), _at(layout, layer, Y_OFF)
-    if layout[layer, UNITS_MAJOR] != 0:
+    if layout[layer, UNITS_MAJOR] != 0 and _waiting(layout, counters, layer):
+        _settle_units_dot(layout, layer, w, scratch, sums, acts, h)
+        counters[1 + layout.shape[0] + layer] = 0
+    elif layout[layer, UNITS_MAJOR] != 0:
         for j in range(u):
             h[j] = _row_dot(w, k0 + j * d, acts, xo, d)
     elif _waiting(layout, counters, layer):
@@ -236,14 +241,14 @@ def _forward(layout, rates, layer, w, masks, counters, scratch, acts, h):
 
 
 @njit(inline="always")
-def _forward_stack(layout, rates, sample, w, masks, counters, scratch, acts, h):
+def _forward_stack(layout, rates, sample, w, masks, counters, scratch, acts, h, sums):
     """Every layer's output for one sample into `acts` (making the updates waiting on the
     way); nonzero if a product is not finite."""
     for i in range(sample.shape[0]):
         acts[i] = sample[i]
     bad = 0
     for layer in range(layout.shape[0]):
-        bad |= _forward(layout, rates, layer, w, masks, counters, scratch, acts, h)
+        bad |= _forward(layout, rates, layer, w, masks, counters, scratch, acts, h, sums)
     return bad
 
 
@@ -503,6 +508,16 @@ def _oja_subspace_rows(src, dst, acts, xo, yo, k0, d, u, eta):
 
 
 @njit(inline="always")
+def _sanger_row(src, dst, sums, x, xo, y, row, d, eta):
+    """One unit's row of Sanger's update (its terms added to the running sums first)."""
+    for i in range(d):
+        k = src[row + i]
+        c = sums[i] + k * y
+        sums[i] = c
+        dst[row + i] = k + eta * (x[xo + i] * y - y * c)
+
+
+@njit(inline="always")
 def _sanger_units(src, dst, sums, acts, xo, yo, k0, d, u, eta):
     """Sanger's update of a kernel stored one row per unit, dw_ji = eta y_j (x_i - c_ji)
     with c_ji = sum_{k<=j} w_ki y_k: unit by unit in order, each row adding its terms to
@@ -511,12 +526,23 @@ def _sanger_units(src, dst, sums, acts, xo, yo, k0, d, u, eta):
     for i in range(d):
         sums[i] = _ZERO
     for j in range(u):
-        y, row = acts[yo + j], k0 + j * d
-        for i in range(d):
-            k = src[row + i]
-            c = sums[i] + k * y
-            sums[i] = c
-            dst[row + i] = k + eta * (acts[xo + i] * y - y * c)
+        _sanger_row(src, dst, sums, acts, xo, acts[yo + j], k0 + j * d, d, eta)
+
+
+@njit(inline="always")
+def _settle_units_dot(layout, layer, w, scratch, sums, acts, h):
+    """A units-major (Sanger's) forward pass h_j = w_j . x with the kernel's waiting update
+    made on the way, row by row in place: each row is updated, then multiplied while it
+    is in cache. The rows are `_sanger_units`', the dot products the forward pass's."""
+    d, u, k0 = _at(layout, layer, IN), _at(layout, layer, UNITS), _at(layout, layer, K_OFF)
+    xo, po = _at(layout, layer, X_OFF), _at(layout, layer, P_OFF)
+    eta = scratch[po + d + u + u]
+    for i in range(d):
+        sums[i] = _ZERO
+    for j in range(u):
+        row = k0 + j * d
+        _sanger_row(w, w, sums, scratch, po, scratch[po + d + j], row, d, eta)
+        h[j] = _row_dot(w, row, acts, xo, d)
 
 
 @njit(inline="always")
@@ -785,10 +811,10 @@ def run_per_sample(samples, learn, layout, rates, weights, masks, counters, boun
                 n += 1
                 continue
             _forward_stack(layout, rates, samples[n], rows[live], masks, counters, scratch,
-                           acts, h)
+                           acts, h, sums)
         else:
             bad = _forward_stack(layout, rates, samples[n], rows[live], masks, counters,
-                                 scratch, acts, h)
+                                 scratch, acts, h, sums)
             if unchecked >= 0 and bad and not _weights_finite(layout, rows[live]):
                 # replay up to the refused sample, then come back to this one
                 live, applied, replay_to, n = _refuse(counters, bounds, layers, skipped,
@@ -924,14 +950,15 @@ def run_batch_mean(samples, learn, layout, rates, weights, masks, counters, boun
     learning samples at the call's starting state (every sample answered with that state);
     applied to no layer if any new weight would not be finite."""
     layers = layout.shape[0]
-    _, h, factor, norms, _, out0, out1 = _work(layout, scratch)
+    _, h, factor, norms, sums, out0, out1 = _work(layout, scratch)
     n_samples = samples.shape[0]
     live = counters[LIVE]
     src, dst = weights[live], weights[1 - live]
     acts = np.zeros((n_samples, out1), np.float32)
     count = 0
     for n in range(n_samples):
-        _forward_stack(layout, rates, samples[n], src, masks, counters, scratch, acts[n], h)
+        _forward_stack(layout, rates, samples[n], src, masks, counters, scratch, acts[n], h,
+                       sums)
         outputs[n, :] = acts[n, out0:out1]
         if learn[n]:
             count += 1
@@ -969,6 +996,12 @@ def settled_weights(layout, rates, weights, masks, counters, scratch, out):
     for p in range(live.shape[0]):
         out[p] = live[p]
     for layer in range(layout.shape[0]):
-        if _waiting(layout, counters, layer):
-            _settle_rows(layout, rates, layer, live, out, masks, scratch, np.uint64(0),
-                         _at(layout, layer, IN))
+        if not _waiting(layout, counters, layer):
+            continue
+        d = _at(layout, layer, IN)
+        if layout[layer, RULE] == SANGER:
+            u, po = _at(layout, layer, UNITS), _at(layout, layer, P_OFF)
+            _sanger_units(live, out, np.zeros(d, np.float32), scratch, po, po + d,
+                          _at(layout, layer, K_OFF), d, u, scratch[po + d + u + u])
+        else:
+            _settle_rows(layout, rates, layer, live, out, masks, scratch, np.uint64(0), d)

@@ -213,7 +213,8 @@ def _waiting_updates(engine) -> list[bool]:
 
 @pytest.mark.parametrize(("rule", "stabilizer", "lateral"), [
     ("oja", "normalize", "none"), ("bcm", "normalize", "none"), ("hebb", "clip", "none"),
-    ("oja_subspace", "normalize", "none"), ("oja_subspace", "normalize", "anti_hebbian")])
+    ("oja_subspace", "normalize", "none"), ("oja_subspace", "normalize", "anti_hebbian"),
+    ("sanger", "normalize", "none"), ("sanger", "normalize", "anti_hebbian")])
 def test_reading_the_state_while_an_update_waits_changes_nothing(rule, stabilizer, lateral):
     # A call's last update, proven finite, waits to be made with the next forward pass;
     # `layer_states` (also read by the metrics thread) shows it made, and writes nothing.
@@ -232,8 +233,9 @@ def test_reading_the_state_while_an_update_waits_changes_nothing(rule, stabilize
         assert np.array_equal(before[2], read._scratch)
         if waiting == [True, True]:
             waited += 1
-            raw = read._weights[int(read._counters[0])][read._slices[0][0]].reshape(12, 6)
-            assert not np.array_equal(states[0].kernel, raw)  # the waiting update is in it
+            raw = read._weights[int(read._counters[0])][read._slices[0][0]]
+            shown = states[0].kernel.T if read._units_major[0] else states[0].kernel
+            assert not np.array_equal(shown.reshape(-1), raw)  # the waiting update is in it
     # The first update of an engine's first call, not yet proven finite, goes to the other
     # row; after that, every call leaves its last update waiting.
     assert waited >= len(answers) - 1
@@ -264,7 +266,8 @@ def test_loading_a_state_drops_the_update_waiting():
 
 @pytest.mark.parametrize(("rule", "stabilizer", "lateral"), [
     ("oja", "normalize", "none"), ("bcm", "normalize", "anti_hebbian"),
-    ("hebb", "clip", "none"), ("oja_subspace", "normalize", "anti_hebbian")])
+    ("hebb", "clip", "none"), ("oja_subspace", "normalize", "anti_hebbian"),
+    ("sanger", "normalize", "anti_hebbian")])
 @pytest.mark.parametrize("units", [6, 64])
 def test_a_waiting_update_rounds_as_one_made_at_once(rule, stabilizer, lateral, units):
     # The same calls on two engines, one never leaving an update waiting: bit for bit.
