@@ -179,8 +179,8 @@ class NativeEngine:
         updates still waiting for the next forward pass made (nothing of the engine is
         written). Read while `process` runs in another thread, it may mix two steps."""
         live = np.empty(self._weights.shape[1], np.float32)  # with the waiting updates made
-        self._settled(self._layout, self._rates, self._weights, self._masks, self._counters,
-                      self._scratch, live)
+        self._settled(self._layout, self._rates, self._weights, self._counters, self._scratch,
+                      live)
         states = []
         for index, (p, (k, lat, t), major) in enumerate(
                 zip(self.params, self._slices, self._units_major, strict=True)):

@@ -192,28 +192,28 @@ def _waiting(layout, counters, layer):
 
 
 @njit(inline="always")
-def _forward(layout, rates, layer, w, masks, counters, scratch, acts, h, sums):
+def _forward(layout, rates, layer, w, counters, scratch, acts, h, sums):
     """The layer's output y + y L, y = f(x K), from its input in `acts` into `acts`, with
     one row `w` of the weights; nonzero if a product it computed is not finite. A waiting
     update of the kernel is made on the way (`_settle_multiply`, or `_settle_units_dot`
     for a units-major kernel, with `sums` as its work space)."""
     d, u = _at(layout, layer, IN), _at(layout, layer, UNITS)
     k0, xo, yo = _at(layout, layer, K_OFF), _at(layout, layer, X_OFF), _at(layout, layer, Y_OFF)
-    if layout[layer, UNITS_MAJOR] != 0 and _waiting(layout, counters, layer):
+    waiting = _waiting(layout, counters, layer)
+    if layout[layer, UNITS_MAJOR] != 0 and waiting:
         _settle_units_dot(layout, layer, w, scratch, sums, acts, h)
-        counters[1 + layout.shape[0] + layer] = 0
     elif layout[layer, UNITS_MAJOR] != 0:
         for j in range(u):
             h[j] = _row_dot(w, k0 + j * d, acts, xo, d)
-    elif _waiting(layout, counters, layer):
-        for j in range(u):
-            h[j] = _ZERO
-        _settle_multiply(layout, rates, layer, w, scratch, acts, h)
-        counters[1 + layout.shape[0] + layer] = 0
     else:
         for j in range(u):
             h[j] = _ZERO
-        _multiply(w, k0, d, u, acts, xo, h)
+        if waiting:
+            _settle_multiply(layout, rates, layer, w, scratch, acts, h)
+        else:
+            _multiply(w, k0, d, u, acts, xo, h)
+    if waiting:
+        counters[1 + layout.shape[0] + layer] = 0
     bad = 0
     for j in range(u):
         bad |= _not_finite(h[j])
@@ -241,28 +241,15 @@ def _forward(layout, rates, layer, w, masks, counters, scratch, acts, h, sums):
 
 
 @njit(inline="always")
-def _forward_stack(layout, rates, sample, w, masks, counters, scratch, acts, h, sums):
+def _forward_stack(layout, rates, sample, w, counters, scratch, acts, h, sums):
     """Every layer's output for one sample into `acts` (making the updates waiting on the
     way); nonzero if a product is not finite."""
     for i in range(sample.shape[0]):
         acts[i] = sample[i]
     bad = 0
     for layer in range(layout.shape[0]):
-        bad |= _forward(layout, rates, layer, w, masks, counters, scratch, acts, h, sums)
+        bad |= _forward(layout, rates, layer, w, counters, scratch, acts, h, sums)
     return bad
-
-
-@njit(inline="always")
-def _mask_and_clip(layout, rates, layer, dst, masks, start, stop):
-    """Masked weights of a new kernel (positions start..stop) back to exactly zero, then
-    plain Hebb's clipping stabiliser (element by element: any block gives the same)."""
-    if layout[layer, MASKED] != 0:
-        for p in range(start, stop):
-            dst[p] *= masks[p]
-    if layout[layer, RULE] == HEBB and layout[layer, STABILIZER] == CLIP:
-        bound = rates[layer, WEIGHT_BOUND]
-        for p in range(start, stop):
-            dst[p] = _clipped(dst[p], bound)
 
 
 # One kernel weight after one sample, for the rules updated element by element: the
@@ -397,23 +384,29 @@ def _settle_multiply(layout, rates, layer, w, scratch, acts, h):
 
 
 @njit(inline="always")
-def _settle_rows(layout, rates, layer, src, dst, masks, scratch, start, stop):
-    """Rows start..stop of the layer's waiting kernel update (kept in `scratch`), from row
-    `src` of the weights into `dst` (which may be `src`), masked and clipped."""
+def _settle_kernel(layout, rates, layer, src, dst, scratch, sums):
+    """The layer's waiting kernel update (kept in `scratch`) from row `src` of the weights
+    into `dst`, with the formulas of the update made at once (`sums`: Sanger's work space).
+    A waiting update is never masked; plain Hebb's is clipped."""
     d, u, k0 = _at(layout, layer, IN), _at(layout, layer, UNITS), _at(layout, layer, K_OFF)
     po = _at(layout, layer, P_OFF)
     yo, fo = po + d, po + d + u
-    eta = scratch[po + d + u + u]
-    if layout[layer, RULE] == OJA_SUBSPACE:
-        for i in range(start, stop):
+    rule, eta = layout[layer, RULE], scratch[po + d + u + u]
+    if rule == SANGER:
+        _sanger_units(src, dst, sums, scratch, po, yo, k0, d, u, eta)
+    elif rule == OJA_SUBSPACE:
+        for i in range(d):
             row, q = k0 + i * u, scratch[po + i]
             dot = _row_dot(src, row, scratch, yo, u)
             for j in range(u):
                 dst[row + j] = _subspace_weight(src[row + j], q, scratch[yo + j], dot, eta)
     else:
-        _update_rows(layout[layer, RULE], src, dst, k0, start, stop, u, scratch, po, scratch,
-                     yo, scratch, fo, eta)
-    _mask_and_clip(layout, rates, layer, dst, masks, k0 + start * u, k0 + stop * u)
+        _update_rows(rule, src, dst, k0, np.uint64(0), d, u, scratch, po, scratch, yo, scratch,
+                     fo, eta)
+        if rule == HEBB:
+            bound = rates[layer, WEIGHT_BOUND]
+            for p in range(k0, k0 + d * u):
+                dst[p] = _clipped(dst[p], bound)
 
 
 @njit(inline="always")
@@ -435,8 +428,16 @@ def _defer_kernel(layout, layer, counters, scratch, acts, factor, eta):
 def _finish_kernel(layout, rates, layer, dst, masks, norms):
     """Masked weights of a new kernel back to exactly zero, then plain Hebb's stabiliser."""
     d, u, k0 = _at(layout, layer, IN), _at(layout, layer, UNITS), _at(layout, layer, K_OFF)
-    _mask_and_clip(layout, rates, layer, dst, masks, k0, k0 + d * u)
-    if layout[layer, RULE] != HEBB or layout[layer, STABILIZER] == CLIP:
+    end = k0 + d * u
+    if layout[layer, MASKED] != 0:
+        for p in range(k0, end):
+            dst[p] *= masks[p]
+    if layout[layer, RULE] != HEBB:
+        return
+    if layout[layer, STABILIZER] == CLIP:
+        bound = rates[layer, WEIGHT_BOUND]
+        for p in range(k0, end):
+            dst[p] = _clipped(dst[p], bound)
         return
     for j in range(u):
         norms[j] = _ZERO
@@ -561,7 +562,8 @@ def _learn_sample(layout, rates, layer, src, dst, masks, counters, scratch, acts
     for j in range(u):
         y = acts[yo + j]
         factor[j] = y * (y - src[t0 + j]) if rule == BCM else y * y
-    if defer and layout[layer, DEFERRABLE] != 0:
+    waits = defer and layout[layer, DEFERRABLE] != 0
+    if waits:
         _defer_kernel(layout, layer, counters, scratch, acts, factor, eta)
     elif rule == OJA_SUBSPACE:
         _oja_subspace_rows(src, dst, acts, xo, yo, k0, d, u, eta)
@@ -570,7 +572,7 @@ def _learn_sample(layout, rates, layer, src, dst, masks, counters, scratch, acts
     else:
         _update_rows(rule, src, dst, k0, np.uint64(0), d, u, acts, xo, acts, yo, factor,
                      np.uint64(0), eta)
-    if not (defer and layout[layer, DEFERRABLE] != 0):
+    if not waits:
         _finish_kernel(layout, rates, layer, dst, masks, norms)
     bad = 0
     if rule == BCM:
@@ -810,11 +812,11 @@ def run_per_sample(samples, learn, layout, rates, weights, masks, counters, boun
             if not learn[n] or skipped[n]:
                 n += 1
                 continue
-            _forward_stack(layout, rates, samples[n], rows[live], masks, counters, scratch,
-                           acts, h, sums)
+            _forward_stack(layout, rates, samples[n], rows[live], counters, scratch, acts, h,
+                           sums)
         else:
-            bad = _forward_stack(layout, rates, samples[n], rows[live], masks, counters,
-                                 scratch, acts, h, sums)
+            bad = _forward_stack(layout, rates, samples[n], rows[live], counters, scratch,
+                                 acts, h, sums)
             if unchecked >= 0 and bad and not _weights_finite(layout, rows[live]):
                 # replay up to the refused sample, then come back to this one
                 live, applied, replay_to, n = _refuse(counters, bounds, layers, skipped,
@@ -957,8 +959,7 @@ def run_batch_mean(samples, learn, layout, rates, weights, masks, counters, boun
     acts = np.zeros((n_samples, out1), np.float32)
     count = 0
     for n in range(n_samples):
-        _forward_stack(layout, rates, samples[n], src, masks, counters, scratch, acts[n], h,
-                       sums)
+        _forward_stack(layout, rates, samples[n], src, counters, scratch, acts[n], h, sums)
         outputs[n, :] = acts[n, out0:out1]
         if learn[n]:
             count += 1
@@ -981,7 +982,6 @@ _SETTLED_SIGNATURE = types.void(
     _array(types.int64, 2),  # layout
     _array(types.float32, 2),  # rates
     _array(types.float32, 2),  # weights
-    _array(types.float32, 1),  # masks
     _array(types.int64, 1),  # counters
     _array(types.float32, 1),  # scratch
     _array(types.float32, 1),  # out
@@ -989,19 +989,13 @@ _SETTLED_SIGNATURE = types.void(
 
 
 @njit(_SETTLED_SIGNATURE, **_OPTIONS)
-def settled_weights(layout, rates, weights, masks, counters, scratch, out):
+def settled_weights(layout, rates, weights, counters, scratch, out):
     """The live row of `weights` with the kernel updates still waiting made, into `out`
     (the engine's state is only read: bit for bit what the next forward pass will write)."""
     live = weights[counters[LIVE]]
     for p in range(live.shape[0]):
         out[p] = live[p]
     for layer in range(layout.shape[0]):
-        if not _waiting(layout, counters, layer):
-            continue
-        d = _at(layout, layer, IN)
-        if layout[layer, RULE] == SANGER:
-            u, po = _at(layout, layer, UNITS), _at(layout, layer, P_OFF)
-            _sanger_units(live, out, np.zeros(d, np.float32), scratch, po, po + d,
-                          _at(layout, layer, K_OFF), d, u, scratch[po + d + u + u])
-        else:
-            _settle_rows(layout, rates, layer, live, out, masks, scratch, np.uint64(0), d)
+        if _waiting(layout, counters, layer):
+            sums = np.empty(_at(layout, layer, IN), np.float32)  # not the engine's work space
+            _settle_kernel(layout, rates, layer, live, out, scratch, sums)
