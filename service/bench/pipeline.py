@@ -5,16 +5,17 @@ messages (parsed like gRPC would), with the real registry, model core (the strea
 pipeline, combining) and engine, a window of unanswered messages like a streaming
 client's, and serialises every answer. What it measures is everything the service adds
 on top of gRPC: message parsing and serialising, validation and decoding, the stream
-pipeline (inline: the model is in memory, nothing is fsynced), the combiner,
+pipeline (inline: nothing is fsynced), the combiner, the write-ahead log,
 micro-batches and engine calls, the answers. Compare
 its CPU per message with the echo server's in `hebbian bench`: the service can only reach
 a ratio r of the echo's messages/s if its own cost fits in (1/r - 1) x the echo's.
 
     hebbian bench pipeline [--messages 20000] [--samples-per-message 1] [--repeats 3] [--json]
 
-The model is 256 -> 64 `oja` in memory (no data directory: the log is not part of the
-figure). Each run reports messages/s and the process's CPU microseconds per message;
-the median over `--repeats` runs is printed.
+The model and the messages are those of `hebbian bench` (256 -> 64 `oja`, raw float32
+samples), and so is the server's durability: a temporary data directory, fsync `no`.
+Each run reports messages/s and the process's CPU microseconds per message; the median
+over `--repeats` runs is printed.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
-import numpy as np
-
+from service.bench import load
 from service.bench.service import INPUT_DIM, RULE, UNITS  # the same model as `hebbian bench`
 
 
@@ -49,17 +51,13 @@ def run_once(servicer, messages: int, samples_per_message: int, window: int) -> 
     """One stream of `messages` through `servicer`; messages/s and CPU us per message."""
     from service.api import hebbian_pb2 as pb
 
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((samples_per_message, INPUT_DIM)).astype(np.float32) * 0.1
-    tensor = (pb.Tensor(shape=x.shape, values=x.ravel().tolist()) if samples_per_message == 1
-              else pb.Tensor(shape=x.shape, raw=x.tobytes()))
-    wire = pb.StreamProcessRequest(samples=tensor).SerializeToString()
+    wire = load.payloads(INPUT_DIM, samples_per_message)
     room = threading.Semaphore(window)
 
     def requests() -> Iterator:
-        for _ in range(messages):
+        for index in range(messages):
             room.acquire()  # like a client: at most `window` messages unanswered
-            yield pb.StreamProcessRequest.FromString(wire)
+            yield pb.StreamProcessRequest.FromString(wire[index % len(wire)])
 
     answered = 0
     started, cpu = time.perf_counter(), time.process_time()
@@ -91,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     from service.server.runtime import HebbianServer
 
     model = {"input_dim": INPUT_DIM, "layers": [{"units": UNITS, "rule": RULE, "seed": 0}]}
-    config = ServerConfig(host="127.0.0.1", port=0, metrics_port=0, data_dir=None,
-                          models={"default": model})
+    data = tempfile.TemporaryDirectory(prefix="hebbian-bench-pipeline-")
+    config = ServerConfig(host="127.0.0.1", port=0, metrics_port=0, data_dir=Path(data.name),
+                          fsync="no", models={"default": model})
     server = HebbianServer(config).start()
     try:
         if not server.wait_ready(300):
@@ -110,14 +109,17 @@ def main(argv: list[str] | None = None) -> int:
                                  args.window))
             print(f"[{repeat + 1}/{args.repeats}] {runs[-1]['messages_per_s']:,.0f} msgs/s, "
                   f"{runs[-1]['cpu_us_per_msg']:.0f} us CPU/msg", file=sys.stderr, flush=True)
+        logged = sum(f.stat().st_size for f in Path(data.name).rglob("*.wal"))
     finally:
         server.stop(1)
+        data.cleanup()
     result = {
         "model": f"{INPUT_DIM}->{UNITS} {RULE}",
         "samples_per_message": args.samples_per_message,
         "messages_per_s": statistics.median(r["messages_per_s"] for r in runs),
         "cpu_us_per_msg": statistics.median(r["cpu_us_per_msg"] for r in runs),
         "runs": runs,
+        "log_bytes": logged,  # what the write-ahead log grew by, warm-up included
     }
     if args.json:
         print(json.dumps(result, indent=2))

@@ -68,6 +68,8 @@ def test_bench_pipeline_runs_the_servicer_without_grpc():
                    "--repeats", "1", "--json")
     assert result["samples_per_message"] == 4 and len(result["runs"]) == 1
     assert result["messages_per_s"] > 0 and result["cpu_us_per_msg"] > 0
+    # every message went through the write-ahead log, like the real server's
+    assert result["log_bytes"] > (300 + 300) * 4 * 256 * 4
 
 
 def test_bench_engine_runs_both_engines_side_by_side():
