@@ -223,15 +223,37 @@ class WriteAheadLog:
             self.flush()
 
     def flush(self) -> None:
-        """fsync what was written (the everysec flusher and shutdown call this)."""
+        """fsync what was written (the everysec flusher and shutdown call this).
+
+        Appends go on while it runs: the fsync is made on a duplicate of the segment's
+        descriptor, outside the lock (an fsync can take many milliseconds, and `everysec`
+        must not stall the answers once a second). A segment rolled meanwhile was fsynced
+        by the append that rolled it; what is appended meanwhile is flushed next time."""
         with self._lock:
             if not self._dirty or self._fd is None or self._failure is not None:
                 return
             try:
-                os.fdatasync(self._fd)
-                self._dirty = False
-            except OSError as err:
-                self._fail(err)
+                fd = os.dup(self._fd)
+            except OSError:  # no descriptor to spare: flush under the lock, as appends do
+                self._sync_locked()
+                return
+            self._dirty = False
+        try:
+            os.fdatasync(fd)
+        except OSError as err:
+            with self._lock:
+                if self._failure is None:
+                    self._fail(err)
+        finally:
+            os.close(fd)
+
+    def _sync_locked(self) -> None:
+        """(lock held) fsync the open segment; a failure makes the log unusable."""
+        try:
+            os.fdatasync(self._fd)
+            self._dirty = False
+        except OSError as err:
+            self._fail(err)
 
     def _fail(self, err: BaseException) -> None:
         self._failure = err

@@ -2,6 +2,7 @@
 
 import errno
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -157,6 +158,55 @@ def test_a_failed_fsync_poisons_the_log_and_is_never_retried(tmp_path, monkeypat
     with pytest.raises(DurabilityError, match="unusable"):
         wal.append(lambda seq: ResetRecord(seq, None))
     assert len(failures) == 1 and failures[0].errno == errno.ENOSPC
+
+
+def test_an_everysec_flush_never_stops_appends_while_its_fsync_runs(tmp_path, monkeypatch):
+    wal = WriteAheadLog(tmp_path, fsync="everysec")
+    list(wal.recover())
+    first = batch(1)
+    wal.append(lambda seq: first)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_fsync(fd):  # a slow disk: the fsync returns only when the test says so
+        inside.set()
+        assert release.wait(600)  # longer than the append is given below
+
+    monkeypatch.setattr(os, "fdatasync", slow_fsync)
+    flusher = threading.Thread(target=wal.flush)
+    flusher.start()
+    assert inside.wait(60)
+    second = batch(2)
+    appender = threading.Thread(target=wal.append, args=(lambda seq: second,))
+    appender.start()
+    appender.join(60)
+    try:
+        assert not appender.is_alive(), "the append waited for the flush's fsync"
+    finally:
+        release.set()
+        flusher.join(60)
+    monkeypatch.undo()
+    wal.close()  # flushes the second record too
+    _, back = read_log(tmp_path)
+    for want, got in zip([first, second], back, strict=True):
+        same(want, got)
+
+
+def test_a_failed_everysec_flush_poisons_the_log(tmp_path, monkeypatch):
+    failures = []
+    wal = WriteAheadLog(tmp_path, fsync="everysec", on_failure=failures.append)
+    list(wal.recover())
+    wal.append(lambda seq: ResetRecord(seq, None))
+
+    def broken(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    wal.flush()
+    monkeypatch.undo()
+    with pytest.raises(DurabilityError, match="unusable"):
+        wal.append(lambda seq: ResetRecord(seq, None))
+    assert len(failures) == 1 and failures[0].errno == errno.EIO
+    wal.close()
 
 
 def test_a_write_refused_for_lack_of_space_is_cut_back_and_the_log_stays_usable(
