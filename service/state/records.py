@@ -89,8 +89,8 @@ def encode(record: Record) -> bytes:
         parts = [
             HEADER.pack(record.seq, BATCH),
             _BATCH.pack(n, width),
-            np.asarray(record.learn, np.uint8).tobytes(),
-            samples.tobytes(),
+            np.ascontiguousarray(record.learn, np.uint8),
+            samples,  # its buffer: copied once, into the frame
             struct.pack("<I", len(record.requests)),
         ]
         for span in record.requests:
@@ -105,8 +105,18 @@ def encode(record: Record) -> bytes:
     else:
         sid = record.snapshot_id.encode()
         parts = [HEADER.pack(record.seq, RESTORE), _TEXT.pack(len(sid)), sid]
-    body = b"".join(parts)
-    return FRAME.pack(len(body), zlib.crc32(body)) + body
+    return _framed(parts)
+
+
+def _framed(parts: list) -> bytes:
+    """The frame of a body given in parts (bytes or C-contiguous arrays): the CRC and the
+    length are taken over the parts where they are, so that a batch's samples are copied
+    once, into the frame."""
+    crc = length = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+        length += memoryview(part).nbytes
+    return b"".join([FRAME.pack(length, crc), *parts])
 
 
 def decode_body(body: bytes) -> Record:
