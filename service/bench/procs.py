@@ -10,6 +10,7 @@ from its Prometheus endpoint.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,13 +167,61 @@ def serve_flags() -> str:
     return done.stdout
 
 
-class _Child:
-    """A subprocess with a log file; `stop` sends SIGTERM, then kills after `timeout`."""
+# argv: CPU list, then the command: run the command on those CPUs
+_PINNED_EXEC = ("import os, shutil, sys; "
+                "os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(',')}); "
+                "os.execv(shutil.which(sys.argv[2]) or sys.argv[2], sys.argv[2:])")
 
-    def __init__(self, workdir: Path, name: str):
+
+def parse_cpus(text: str) -> frozenset[int]:
+    """A CPU list as `taskset -c` writes it ("1", "0,2", "2-3") as a set of CPU numbers.
+
+    Raises:
+      ValueError: not such a list, or a CPU this process may not use.
+    """
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"not a CPU list like 1 or 0,2 or 2-3: {text!r}")
+        cpus.update(range(int(first), int(last or first) + 1))
+    allowed = os.sched_getaffinity(0)
+    if not cpus or not cpus <= allowed:
+        raise ValueError(f"CPUs {text!r} are not all among this process's CPUs "
+                         f"({','.join(map(str, sorted(allowed)))})")
+    return frozenset(cpus)
+
+
+@contextlib.contextmanager
+def running_beside(server_cpus: frozenset[int] | None) -> Iterator[None]:
+    """Inside: every thread of this process (and each one it starts) runs on the CPUs it
+    may use but `server_cpus`; as before afterwards. Nothing changes for None."""
+    if not server_cpus:
+        yield
+        return
+    allowed = frozenset(os.sched_getaffinity(0))
+    _pin_this_process(allowed - server_cpus)
+    try:
+        yield
+    finally:
+        _pin_this_process(allowed)
+
+
+def _pin_this_process(cpus: frozenset[int]) -> None:
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(ProcessLookupError, ValueError):  # a thread that ended
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+class _Child:
+    """A subprocess with a log file; `stop` sends SIGTERM, then kills after `timeout`.
+    `cpus`: the CPUs it (every thread it will have) may run on; None: any."""
+
+    def __init__(self, workdir: Path, name: str, cpus: frozenset[int] | None = None):
         self.workdir = Path(workdir)
         self.log_path = self.workdir / f"{name}.log"
         self.port = free_port()
+        self.cpus = cpus
         self.process: subprocess.Popen | None = None
 
     @property
@@ -187,6 +237,9 @@ class _Child:
     def _spawn(self, command: list[str], env: dict[str, str] | None = None) -> float:
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **(env or {})}
+        if self.cpus is not None:  # set before exec: its threads inherit it from the start
+            command = [sys.executable, "-c", _PINNED_EXEC, ",".join(map(str, sorted(self.cpus))),
+                       *command]
         with open(self.log_path, "wb") as log:
             started = time.perf_counter()
             self.process = subprocess.Popen(
@@ -234,9 +287,9 @@ class ServeProcess(_Child):
 
     def __init__(
         self, workdir: Path, name: str, config_text: str | None = None, flags: tuple = (),
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, cpus: frozenset[int] | None = None,
     ):
-        super().__init__(workdir, name)
+        super().__init__(workdir, name, cpus)
         self.name = name
         self.config_text = config_text
         self.flags = tuple(flags)
@@ -277,8 +330,9 @@ class EchoProcess(_Child):
     """The bare gRPC echo server (`python -m service.bench.echo`) answering like a model
     with `output_dim` outputs."""
 
-    def __init__(self, workdir: Path, output_dim: int, name: str = "echo"):
-        super().__init__(workdir, name)
+    def __init__(self, workdir: Path, output_dim: int, name: str = "echo",
+                 cpus: frozenset[int] | None = None):
+        super().__init__(workdir, name, cpus)
         self.output_dim = output_dim
 
     def start(self, timeout: float = 60.0) -> EchoProcess:

@@ -49,6 +49,8 @@ from service.bench.procs import (
     EchoProcess,
     ServeProcess,
     micro_batches,
+    parse_cpus,
+    running_beside,
     serve_flags,
     thread_cpu,
     usage,
@@ -192,7 +194,20 @@ class Bench:
             "engine_s": engine,
             "client_cpu_s": result.client_cpu_seconds,
             "thread_cpu_us_per_msg": _per_message(threads_before, threads_after, answered),
+            "server_cpus": _affinity(pid),
         }
+
+
+def _affinity(pid: int | None) -> list[int] | None:
+    """The CPUs process `pid` may run on (None without a pid, or once it has ended)."""
+    try:
+        return sorted(os.sched_getaffinity(pid)) if pid else None
+    except OSError:
+        return None
+
+
+def _cpus_text(cpus: list[int]) -> str:
+    return ",".join(map(str, cpus))
 
 
 def _per_message(before: dict[str, float] | None, after: dict[str, float] | None,
@@ -362,6 +377,8 @@ def format_table(result: dict) -> str:
         f"{cell(s['load_after'], '.2f')} after",
         *([f"servers started with {' '.join(f'{k}={v}' for k, v in s['server_env'].items())}"]
           if s.get("server_env") else []),
+        *([f"servers pinned to CPU {_cpus_text(s['pinned']['servers'])}, this client to CPU "
+           f"{_cpus_text(s['pinned']['client'])}"] if s.get("pinned") else []),
         "",
     ]
     head = (f"{'scenario':<30}{'server':<9}{'samples/s':>11}{'msgs/s':>9}{'p50 ms':>9}"
@@ -472,9 +489,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the servers this starts (repeatable), "
                         "e.g. OPENBLAS_NUM_THREADS=1")
+    parser.add_argument("--pin-servers", metavar="CPUS", type=_cpu_list,
+                        help="run the servers this starts (service and echo, every thread) "
+                        "on these CPUs (taskset -c syntax: 1, 0,2, 2-3) and this client on "
+                        "the others, so that the scheduler cannot put them together one run "
+                        "and apart the next; start-up and model figures are not pinned")
     parser.add_argument("--check", action="store_true",
                         help="exit with status 1 when a target fails")
     return parser
+
+
+def _cpu_list(text: str) -> frozenset[int]:
+    try:
+        cpus = parse_cpus(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not os.sched_getaffinity(0) - cpus:
+        raise argparse.ArgumentTypeError(f"CPUs {text!r} leave none for the client")
+    return cpus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -493,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"--server-env needs NAME=VALUE; got {bad[0]!r}")
     args.server_env = dict(item.split("=", 1) for item in args.server_env)
+    if args.pin_servers and args.target:
+        parser.error("--pin-servers pins the servers this starts; not with --target")
 
     notes: list[str] = []
     load_before = load_average()
@@ -532,7 +566,7 @@ def _run(args, scenarios: list[Scenario], workdir: Path, notes: list[str]) -> di
                      f"models m1 .. m{MODELS - 1} beside the default one)")
     try:
         progress("starting the echo server")
-        echo = EchoProcess(workdir, args.units).start()
+        echo = EchoProcess(workdir, args.units, cpus=args.pin_servers).start()
         started.append(echo)
         if args.target:
             servers["main"] = (args.target, args.server_pid, args.server_metrics)
@@ -543,15 +577,17 @@ def _run(args, scenarios: list[Scenario], workdir: Path, notes: list[str]) -> di
                 kinds["fsync"] = ("--fsync", "always")
             for name, flags in kinds.items():
                 progress(f"starting hebbian serve ({name}: {' '.join(flags) or 'defaults'})")
-                server = ServeProcess(workdir, name, config, flags, args.server_env).start()
+                server = ServeProcess(workdir, name, config, flags, args.server_env,
+                                      cpus=args.pin_servers).start()
                 started.append(server)
                 servers[name] = (server.target, server.pid, server.metrics_url)
                 ready[name] = server.ready_seconds
         for target, _, _ in servers.values():
             load.prime(target, args.input_dim, args.model)
-        results = run_scenarios(
-            bench, scenarios, servers, (echo.target, echo.pid, None), args.repeats
-        )
+        with running_beside(args.pin_servers):
+            results = run_scenarios(
+                bench, scenarios, servers, (echo.target, echo.pid, None), args.repeats
+            )
     finally:
         for process in reversed(started):
             process.stop()
@@ -573,6 +609,9 @@ def _run(args, scenarios: list[Scenario], workdir: Path, notes: list[str]) -> di
             "cpus": os.cpu_count(),
             "target": args.target,
             "server_env": args.server_env,
+            "pinned": {"servers": sorted(args.pin_servers),
+                       "client": sorted(os.sched_getaffinity(0) - args.pin_servers)}
+            if args.pin_servers else None,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
         "scenarios": results,

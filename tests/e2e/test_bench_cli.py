@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
+import pytest
+
+from service.bench.procs import parse_cpus
 from tests.server_process import hebbian_command
 
 TINY = ("--repeats", "1", "--duration", "0.4", "--warmup", "0.1", "--input-dim", "16",
@@ -41,6 +45,30 @@ def test_bench_starts_its_own_server_and_echo():
     assert set(result["targets"]) >= {"stream_1", "stream_64", "unary", "offered_500", "ready"}
     assert result["targets"]["stream_64"]["pass"] in (True, False)
     assert result["targets"]["stream_1"]["pass"] is None  # not run
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")
+def test_bench_pins_its_servers_on_their_cpus_and_itself_on_the_others():
+    last = max(os.sched_getaffinity(0))
+    result = bench("--pin-servers", str(last), "--scenarios", "stream_1", "--no-startup", *TINY)
+    check_scenario(result, "stream_1", 1)
+    pinned = result["settings"]["pinned"]
+    assert pinned["servers"] == [last] and pinned["client"]
+    assert last not in pinned["client"]
+    for side in ("service", "echo"):  # read back from each server process during its run
+        runs = result["scenarios"]["stream_1"]["runs"][side]
+        assert runs and all(run["server_cpus"] == [last] for run in runs)
+
+
+def test_cpu_lists_are_read_like_taskset_and_checked():
+    allowed = os.sched_getaffinity(0)
+    first = min(allowed)
+    assert parse_cpus(str(first)) == {first}
+    if {0, 1} <= allowed:
+        assert parse_cpus("0-1") == parse_cpus("1,0") == {0, 1}
+    for bad in ("", "x", "1-", "-1", str(max(allowed) + 1)):
+        with pytest.raises(ValueError):
+            parse_cpus(bad)
 
 
 def test_bench_against_a_running_server(hebbian_server):
