@@ -75,6 +75,29 @@ def test_bad_samples_are_invalid_argument_with_a_clear_message(tensor, reason, w
     assert words in error.message
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("raw", [True, False])
+def test_every_non_finite_value_is_found_among_huge_finite_ones(bad, raw):
+    x = np.full((3, WIDTH), np.finfo(np.float32).max, np.float32)
+    x[::2] *= -1
+    tensor = (pb.Tensor(shape=x.shape, raw=x.tobytes()) if raw
+              else pb.Tensor(shape=x.shape, values=x.ravel()))
+    np.testing.assert_array_equal(decode_samples(tensor, WIDTH, 100), x)
+    for row in range(3):
+        for column in range(WIDTH):
+            y = x.copy()
+            y[row, column] = bad
+            tensor = (pb.Tensor(shape=y.shape, raw=y.tobytes()) if raw
+                      else pb.Tensor(shape=y.shape, values=y.ravel()))
+            error = refusal(tensor)
+            assert error.reason == "non_finite" and f"sample {row} " in error.message
+
+
+def test_tiny_and_zero_values_are_finite():
+    x = np.array([[0.0, -0.0, np.finfo(np.float32).tiny, 1e-45]], np.float32)
+    np.testing.assert_array_equal(decode_samples(pb.Tensor(raw=x.tobytes()), WIDTH, 100), x)
+
+
 def test_more_samples_than_the_limit_are_resource_exhausted():
     error = refusal(pb.Tensor(values=np.zeros(11 * WIDTH)), max_samples=10)
 
