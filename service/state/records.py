@@ -21,6 +21,8 @@ import numpy as np
 FRAME = struct.Struct("<II")  # body length, crc32(body)
 HEADER = struct.Struct("<QB")  # sequence, kind
 _BATCH = struct.Struct("<II")  # n samples, width
+_BATCH_HEAD = struct.Struct("<QBII")  # HEADER and _BATCH in one
+_COUNT = struct.Struct("<I")  # request spans in a batch
 _REQUEST = struct.Struct("<IIH")  # first sample, sample count, id length
 _RESET = struct.Struct("<Bq")  # has seed, seed
 _TEXT = struct.Struct("<H")
@@ -86,16 +88,15 @@ def encode(record: Record) -> bytes:
     if isinstance(record, BatchRecord):
         samples = np.ascontiguousarray(record.samples, dtype="<f4")
         n, width = samples.shape
-        parts = [
-            HEADER.pack(record.seq, BATCH),
-            _BATCH.pack(n, width),
-            np.ascontiguousarray(record.learn, np.uint8),
-            samples,  # its buffer: copied once, into the frame
-            struct.pack("<I", len(record.requests)),
-        ]
+        learn = record.learn
+        flags = (learn.view(np.uint8) if learn.dtype == np.bool_ and learn.flags.c_contiguous
+                 else np.ascontiguousarray(learn, np.uint8))  # numpy's bools are bytes 0/1
+        table = [_COUNT.pack(len(record.requests))]
         for span in record.requests:
             rid = span.request_id.encode()
-            parts += [_REQUEST.pack(span.start, span.count, len(rid)), rid]
+            table += [_REQUEST.pack(span.start, span.count, len(rid)), rid]
+        # samples: their buffer, copied once, into the frame
+        parts = [_BATCH_HEAD.pack(record.seq, BATCH, n, width), flags, samples, b"".join(table)]
     elif isinstance(record, ResetRecord):
         seed = -1 if record.seed is None else record.seed
         parts = [HEADER.pack(record.seq, RESET), _RESET.pack(record.seed is not None, seed)]
@@ -131,7 +132,7 @@ def decode_body(body: bytes) -> Record:
             offset += n
             samples = np.frombuffer(body, "<f4", n * width, offset).reshape(n, width)
             offset += 4 * n * width
-            (count,) = struct.unpack_from("<I", body, offset)
+            (count,) = _COUNT.unpack_from(body, offset)
             offset += 4
             spans = []
             for _ in range(count):
