@@ -80,6 +80,7 @@ class WriteAheadLog:
         self.out_of_space: OSError | None = None  # the last write refused for lack of space
         self._needed = 0  # bytes of the record that was refused
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # held by a flush until its fsync is done
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
 
@@ -228,24 +229,27 @@ class WriteAheadLog:
         Appends go on while it runs: the fsync is made on a duplicate of the segment's
         descriptor, outside the lock (an fsync can take many milliseconds, and `everysec`
         must not stall the answers once a second). A segment rolled meanwhile was fsynced
-        by the append that rolled it; what is appended meanwhile is flushed next time."""
-        with self._lock:
-            if not self._dirty or self._fd is None or self._failure is not None:
-                return
-            try:
-                fd = os.dup(self._fd)
-            except OSError:  # no descriptor to spare: flush under the lock, as appends do
-                self._sync_locked()
-                return
-            self._dirty = False
-        try:
-            os.fdatasync(fd)
-        except OSError as err:
+        by the append that rolled it; what is appended meanwhile is flushed next time. A
+        second flush (a snapshot's) waits for one in progress, so that it never returns
+        before what was written until then is synced."""
+        with self._flushing:  # a flush returns once what was written before it is synced
             with self._lock:
-                if self._failure is None:
-                    self._fail(err)
-        finally:
-            os.close(fd)
+                if not self._dirty or self._fd is None or self._failure is not None:
+                    return
+                try:
+                    fd = os.dup(self._fd)
+                except OSError:  # no descriptor to spare: flush under the lock, as appends do
+                    self._sync_locked()
+                    return
+                self._dirty = False
+            try:
+                os.fdatasync(fd)
+            except OSError as err:
+                with self._lock:
+                    if self._failure is None:
+                        self._fail(err)
+            finally:
+                os.close(fd)
 
     def _sync_locked(self) -> None:
         """(lock held) fsync the open segment; a failure makes the log unusable."""

@@ -160,7 +160,9 @@ def test_a_failed_fsync_poisons_the_log_and_is_never_retried(tmp_path, monkeypat
     assert len(failures) == 1 and failures[0].errno == errno.ENOSPC
 
 
-def test_an_everysec_flush_never_stops_appends_while_its_fsync_runs(tmp_path, monkeypatch):
+def test_an_everysec_flush_never_stops_appends_and_a_second_waits_for_its_fsync(
+    tmp_path, monkeypatch
+):
     wal = WriteAheadLog(tmp_path, fsync="everysec")
     list(wal.recover())
     first = batch(1)
@@ -175,15 +177,22 @@ def test_an_everysec_flush_never_stops_appends_while_its_fsync_runs(tmp_path, mo
     flusher = threading.Thread(target=wal.flush)
     flusher.start()
     assert inside.wait(60)
+    # a second flush (a snapshot's) with nothing new written: it may not return, the
+    # snapshot then trusting the log, before the first one's fsync is done
+    second_flush = threading.Thread(target=wal.flush)
+    second_flush.start()
+    second_flush.join(0.5)
     second = batch(2)
     appender = threading.Thread(target=wal.append, args=(lambda seq: second,))
     appender.start()
     appender.join(60)
     try:
+        assert second_flush.is_alive(), "a second flush returned during the first's fsync"
         assert not appender.is_alive(), "the append waited for the flush's fsync"
     finally:
         release.set()
         flusher.join(60)
+        second_flush.join(60)
     monkeypatch.undo()
     wal.close()  # flushes the second record too
     _, back = read_log(tmp_path)
