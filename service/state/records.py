@@ -88,7 +88,7 @@ def encode(record: Record) -> bytes:
     if isinstance(record, BatchRecord):
         samples = np.ascontiguousarray(record.samples, dtype="<f4")
         n, width = samples.shape
-        learn = record.learn
+        learn = np.asarray(record.learn)
         flags = (learn.view(np.uint8) if learn.dtype == np.bool_ and learn.flags.c_contiguous
                  else np.ascontiguousarray(learn, np.uint8))  # numpy's bools are bytes 0/1
         table = [_COUNT.pack(len(record.requests))]
