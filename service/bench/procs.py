@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,8 +188,13 @@ def parse_cpus(text: str) -> frozenset[int]:
     allowed = os.sched_getaffinity(0)
     if not cpus or not cpus <= allowed:
         raise ValueError(f"CPUs {text!r} are not all among this process's CPUs "
-                         f"({','.join(map(str, sorted(allowed)))})")
+                         f"({cpus_text(allowed)})")
     return frozenset(cpus)
+
+
+def cpus_text(cpus: Iterable[int]) -> str:
+    """A set of CPU numbers as the comma-separated list `parse_cpus` reads."""
+    return ",".join(map(str, sorted(cpus)))
 
 
 @contextlib.contextmanager
@@ -238,8 +243,7 @@ class _Child:
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **(env or {})}
         if self.cpus is not None:  # set before exec: its threads inherit it from the start
-            command = [sys.executable, "-c", _PINNED_EXEC, ",".join(map(str, sorted(self.cpus))),
-                       *command]
+            command = [sys.executable, "-c", _PINNED_EXEC, cpus_text(self.cpus), *command]
         with open(self.log_path, "wb") as log:
             started = time.perf_counter()
             self.process = subprocess.Popen(

@@ -48,6 +48,7 @@ from service.bench.models import measure_models
 from service.bench.procs import (
     EchoProcess,
     ServeProcess,
+    cpus_text,
     micro_batches,
     parse_cpus,
     running_beside,
@@ -204,10 +205,6 @@ def _affinity(pid: int | None) -> list[int] | None:
         return sorted(os.sched_getaffinity(pid)) if pid else None
     except OSError:
         return None
-
-
-def _cpus_text(cpus: list[int]) -> str:
-    return ",".join(map(str, cpus))
 
 
 def _per_message(before: dict[str, float] | None, after: dict[str, float] | None,
@@ -377,8 +374,8 @@ def format_table(result: dict) -> str:
         f"{cell(s['load_after'], '.2f')} after",
         *([f"servers started with {' '.join(f'{k}={v}' for k, v in s['server_env'].items())}"]
           if s.get("server_env") else []),
-        *([f"servers pinned to CPU {_cpus_text(s['pinned']['servers'])}, this client to CPU "
-           f"{_cpus_text(s['pinned']['client'])}"] if s.get("pinned") else []),
+        *([f"servers pinned to CPU {cpus_text(s['pinned']['servers'])}, this client to CPU "
+           f"{cpus_text(s['pinned']['client'])}"] if s.get("pinned") else []),
         "",
     ]
     head = (f"{'scenario':<30}{'server':<9}{'samples/s':>11}{'msgs/s':>9}{'p50 ms':>9}"
