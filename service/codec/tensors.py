@@ -24,6 +24,7 @@ from service.api import hebbian_pb2 as pb
 from service.errors import InvalidInputError, LimitExceededError
 
 _LE_FLOAT32 = np.dtype("<f4")
+_ALL_TRUE = np.logical_and.reduce  # `ndarray.all` without its Python wrapper (per message)
 
 
 def decode_samples(tensor: pb.Tensor, width: int, max_samples: int) -> np.ndarray:
@@ -61,7 +62,7 @@ def decode_samples(tensor: pb.Tensor, width: int, max_samples: int) -> np.ndarra
         array = np.array(values, np.float32)
         array.flags.writeable = False
     array = array.reshape(rows, width)
-    if not np.isfinite(array).all():
+    if not _ALL_TRUE(np.isfinite(array), None):
         row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
         raise InvalidInputError(
             f"sample {row} contains NaN or Inf; every value must be finite", "non_finite", rows

@@ -86,18 +86,8 @@ Record = BatchRecord | ResetRecord | RestoreRecord | UpdateRecord
 def encode(record: Record) -> bytes:
     """The framed bytes of `record`."""
     if isinstance(record, BatchRecord):
-        samples = np.ascontiguousarray(record.samples, dtype="<f4")
-        n, width = samples.shape
-        learn = np.asarray(record.learn)
-        flags = (learn.view(np.uint8) if learn.dtype == np.bool_ and learn.flags.c_contiguous
-                 else np.ascontiguousarray(learn, np.uint8))  # numpy's bools are bytes 0/1
-        table = [_COUNT.pack(len(record.requests))]
-        for span in record.requests:
-            rid = span.request_id.encode()
-            table += [_REQUEST.pack(span.start, span.count, len(rid)), rid]
-        # samples: their buffer, copied once, into the frame
-        parts = [_BATCH_HEAD.pack(record.seq, BATCH, n, width), flags, samples, b"".join(table)]
-    elif isinstance(record, ResetRecord):
+        return encode_batch(record.seq, record.samples, record.learn, record.requests)
+    if isinstance(record, ResetRecord):
         seed = -1 if record.seed is None else record.seed
         parts = [HEADER.pack(record.seq, RESET), _RESET.pack(record.seed is not None, seed)]
     elif isinstance(record, UpdateRecord):
@@ -107,6 +97,23 @@ def encode(record: Record) -> bytes:
         sid = record.snapshot_id.encode()
         parts = [HEADER.pack(record.seq, RESTORE), _TEXT.pack(len(sid)), sid]
     return _framed(parts)
+
+
+def encode_batch(seq: int, samples: np.ndarray, learn: np.ndarray,
+                 requests: tuple[RequestSpan, ...] = ()) -> bytes:
+    """The framed bytes of `BatchRecord(seq, samples, learn, requests)`, without building
+    one (the log writes one per micro-batch)."""
+    samples = np.ascontiguousarray(samples, dtype="<f4")
+    n, width = samples.shape
+    learn = np.asarray(learn)
+    flags = (learn.view(np.uint8) if learn.dtype == np.bool_ and learn.flags.c_contiguous
+             else np.ascontiguousarray(learn, np.uint8))  # numpy's bools are bytes 0/1
+    table = [_COUNT.pack(len(requests))]
+    for span in requests:
+        rid = span.request_id.encode()
+        table += [_REQUEST.pack(span.start, span.count, len(rid)), rid]
+    # samples: their buffer, copied once, into the frame
+    return _framed([_BATCH_HEAD.pack(seq, BATCH, n, width), flags, samples, b"".join(table)])
 
 
 def _framed(parts: list) -> bytes:

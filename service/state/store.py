@@ -148,7 +148,7 @@ class ModelStore:
     def append_batch(self, samples: np.ndarray, learn: np.ndarray,
                      requests: tuple[RequestSpan, ...] = ()) -> int:
         """Log a micro-batch before it is applied; returns its sequence."""
-        self.last_seq = self.wal.append(lambda seq: BatchRecord(seq, samples, learn, requests))
+        self.last_seq = self.wal.append_batch(samples, learn, requests)
         return self.last_seq
 
     def append_reset(self, seed: int | None) -> int:

@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+
 from service.state.atomic import fsync_directory
 from service.state.log_reader import (
     SEGMENT_SUFFIX,
@@ -31,7 +33,7 @@ from service.state.log_reader import (
     segment_name,
     segment_paths,
 )
-from service.state.records import Record, encode
+from service.state.records import Record, RequestSpan, encode, encode_batch
 
 __all__ = ["SEGMENT_SUFFIX", "DurabilityError", "LogFullError", "WriteAheadLog", "segment_paths"]
 
@@ -137,11 +139,20 @@ class WriteAheadLog:
         Returns its sequence. Raises `LogFullError` if the disk has no room for it (nothing
         logged, try again later) and `DurabilityError` if the log is or becomes unusable.
         """
+        return self._append(_encode_made, make_record)
+
+    def append_batch(self, samples: np.ndarray, learn: np.ndarray,
+                     requests: tuple[RequestSpan, ...] = ()) -> int:
+        """`append` of a `BatchRecord` of these fields (encoded without building one)."""
+        return self._append(encode_batch, samples, learn, requests)
+
+    def _append(self, frame: Callable[..., bytes], *args: object) -> int:
+        """Append the record framed by `frame(seq, *args)` (see `append`)."""
         with self._lock:
             if self._failure is not None:
                 raise DurabilityError(f"write-ahead log unusable after: {self._failure}")
             seq = self.next_seq
-            data = encode(make_record(seq))
+            data = frame(seq, *args)
             roll = self._size > 0 and self._size + len(data) > self.segment_bytes
             try:
                 if roll:
@@ -294,3 +305,8 @@ class WriteAheadLog:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def _encode_made(seq: int, make_record: Callable[[int], Record]) -> bytes:
+    """The framed bytes of the record `make_record(seq)`."""
+    return encode(make_record(seq))

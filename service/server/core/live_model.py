@@ -227,4 +227,5 @@ class LiveModel:
                 item.fail(result)
             else:
                 item.resolve(result)
-        self.session.snapshot_if_due()
+        if self.session.snapshot_due():
+            self.session.snapshot_if_due()

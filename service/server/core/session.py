@@ -170,6 +170,9 @@ class ModelSession:
         its batch could not be logged; nothing of it was applied).
         """
         results: list[Answer | DomainError | None] = [None] * len(requests)
+        if len(requests) == 1 and not requests[0].request_id:  # the common case: fresh
+            self._process_fresh(requests, _FIRST, results)
+            return results  # type: ignore[return-value]
         fresh: list[int] = []
         repeats: list[tuple[int, int]] = []  # (index, index of the first with that id)
         first_of: dict[str, int] = {}
@@ -190,9 +193,9 @@ class ModelSession:
             results[index] = results[first]
         return results  # type: ignore[return-value]
 
-    def _process_fresh(self, requests: Sequence[SampleRequest], fresh: list[int],
+    def _process_fresh(self, requests: Sequence[SampleRequest], fresh: Sequence[int],
                        results: list) -> None:
-        batch = [requests[i] for i in fresh]
+        batch = requests if len(fresh) == len(requests) else [requests[i] for i in fresh]
         samples, flags, spans, learning = _batch(batch)
         if self.store is not None:
             try:
@@ -212,7 +215,7 @@ class ModelSession:
         self._observer.observe_batch(len(flags), learning - skipped, len(flags) - learning,
                                      skipped, seconds)
 
-    def _refuse_unlogged(self, requests: Sequence[SampleRequest], fresh: list[int],
+    def _refuse_unlogged(self, requests: Sequence[SampleRequest], fresh: Sequence[int],
                          results: list, err: DurabilityError) -> None:
         """The batch could not be logged (e.g. the disk is full): refuse every request that
         needs a log record (UNAVAILABLE, nothing applied); answer the inference-only ones
@@ -530,6 +533,7 @@ def _needs_record(request: SampleRequest) -> bool:
     return request.learn or bool(request.request_id)
 
 
+_FIRST = (0,)  # the indices `_process_fresh` takes of a lone fresh request
 _NONE = np.zeros(0, np.int32)
 _NONE.flags.writeable = False
 _FLAG_VIEWS = 4096  # batches up to this size take their learn flags as a view, no copy

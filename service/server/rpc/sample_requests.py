@@ -47,7 +47,8 @@ class RequestParser:
         """
         model = self._registry.get(message.model)
         try:
-            bounds.check_request_id(message.request_id)
+            if message.request_id:
+                bounds.check_request_id(message.request_id)
             samples = decode_samples(message.samples, model.input_dim, self._max_samples)
         except DomainError as err:
             model.reject(err.reason or "invalid", err.samples)

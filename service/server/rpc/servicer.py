@@ -78,9 +78,12 @@ class HebbianServicer(MoveMethods, pb_grpc.HebbianServiceServicer):
     def Process(self, request: pb.ProcessRequest, context) -> pb.ProcessResponse:
         """Apply one request's samples and return their activations."""
         model, pending = self._parser.parse(request, context.time_remaining())
-        if not context.add_callback(functools.partial(model.withdraw, pending)):
-            model.withdraw(pending)  # the call ended already
-        answer = model.run(pending)
+        model.submit(pending)  # applied now if the model is idle
+        # queued behind the holder: withdrawn if the call ends first (or has ended already)
+        if not pending.done and not context.add_callback(
+                functools.partial(model.withdraw, pending)):
+            model.withdraw(pending)
+        answer = model.wait(pending)
         return pb.ProcessResponse(**answer_fields(request, model, answer))
 
     def StreamProcess(

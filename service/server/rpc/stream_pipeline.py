@@ -63,12 +63,15 @@ def _answer_inline(messages, context, parser, abort) -> Iterator[pb.StreamProces
     for message in messages:
         try:
             model, pending = parser.parse(message)
-            current.set(model, pending)
             model.submit(pending)
-            answer = model.wait(pending)
+            if not pending.done:  # queued behind the model's holder: withdrawn if the call ends
+                current.set(model, pending)
+                answer = model.wait(pending)
+                current.clear()
+            else:
+                answer = pending.outcome()
         except DomainError as err:
             abort(context, err)
-        current.clear()
         yield pb.StreamProcessResponse(**answer_fields(message, model, answer))
 
 
