@@ -11,12 +11,18 @@
 
 from __future__ import annotations
 
+import bisect
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service.server.observability.histograms import cumulative_buckets
 
 _GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 # grpc_code values as go-grpc-prometheus writes them (Go's codes.Code.String()), which the
@@ -51,72 +57,112 @@ _RPC_TYPES = {
 _HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 
-class GrpcMetrics:
-    """The go-grpc-prometheus server families."""
+class GrpcMetrics(Collector):
+    """The go-grpc-prometheus server families, one `MethodTally` per method, read when
+    Prometheus scrapes.
+
+    Args:
+      registry: where the families are registered.
+    """
 
     def __init__(self, registry: CollectorRegistry):
-        self.started = Counter(
-            "grpc_server_started", "Total number of RPCs started on the server.",
-            _GRPC_LABELS, registry=registry,
-        )
-        self.handled = Counter(
-            "grpc_server_handled",
-            "Total number of RPCs completed on the server, regardless of success or failure.",
-            (*_GRPC_LABELS, "grpc_code"), registry=registry,
-        )
-        self.received = Counter(
-            "grpc_server_msg_received",
-            "Total number of RPC stream messages received on the server.",
-            _GRPC_LABELS, registry=registry,
-        )
-        self.sent = Counter(
-            "grpc_server_msg_sent", "Total number of gRPC stream messages sent by the server.",
-            _GRPC_LABELS, registry=registry,
-        )
-        self.handling = Histogram(
-            "grpc_server_handling_seconds",
-            "Histogram of response latency (seconds) of gRPC that had been application-level "
-            "handled by the server.",
-            _GRPC_LABELS, buckets=_HANDLING_BUCKETS, registry=registry,
+        self._lock = threading.Lock()
+        self._tallies: dict[tuple[str, str, str], MethodTally] = {}
+        registry.register(self)
+
+    def tally(self, labels: tuple[str, str, str]) -> MethodTally:
+        """The tally of one method (grpc_type, grpc_service, grpc_method), made on first use."""
+        with self._lock:
+            return self._tallies.setdefault(labels, MethodTally())
+
+    @staticmethod
+    def _families() -> tuple[Metric, ...]:
+        return (
+            CounterMetricFamily("grpc_server_started",
+                                "Total number of RPCs started on the server.",
+                                labels=_GRPC_LABELS),
+            CounterMetricFamily("grpc_server_handled",
+                                "Total number of RPCs completed on the server, regardless of "
+                                "success or failure.", labels=(*_GRPC_LABELS, "grpc_code")),
+            CounterMetricFamily("grpc_server_msg_received",
+                                "Total number of RPC stream messages received on the server.",
+                                labels=_GRPC_LABELS),
+            CounterMetricFamily("grpc_server_msg_sent",
+                                "Total number of gRPC stream messages sent by the server.",
+                                labels=_GRPC_LABELS),
+            HistogramMetricFamily("grpc_server_handling_seconds",
+                                  "Histogram of response latency (seconds) of gRPC that had "
+                                  "been application-level handled by the server.",
+                                  labels=_GRPC_LABELS),
         )
 
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
 
-class _MethodSeries:
-    """One method's children of the families, looked up once (not once per call or per
-    message: a `labels` lookup takes a lock and builds a key)."""
+    def collect(self) -> Iterator[Metric]:
+        started, handled, received, sent, handling = self._families()
+        with self._lock:
+            tallies = sorted(self._tallies.items())
+        for labels, tally in tallies:
+            with tally.lock:
+                counts = (tally.started, tally.received, tally.sent)
+                codes = sorted(tally.handled.items())
+                buckets, seconds = list(tally.handling_buckets), tally.handling_sum
+            for family, value in zip((started, received, sent), counts, strict=True):
+                family.add_metric(labels, value)
+            for code, value in codes:
+                handled.add_metric((*labels, code), value)
+            handling.add_metric(labels, cumulative_buckets(_HANDLING_BUCKETS, buckets), seconds)
+        yield from (started, handled, received, sent, handling)
 
-    def __init__(self, metrics: GrpcMetrics, labels: tuple[str, str, str]):
-        self._metrics, self._labels = metrics, labels
-        self.started = metrics.started.labels(*labels).inc
-        self.received = metrics.received.labels(*labels).inc
-        self.sent = metrics.sent.labels(*labels).inc
-        self.handling = metrics.handling.labels(*labels).observe
-        self._handled: dict[grpc.StatusCode, Any] = {}
 
-    def handled(self, code: grpc.StatusCode) -> None:
-        inc = self._handled.get(code)
-        if inc is None:
-            inc = self._metrics.handled.labels(*self._labels, GRPC_CODE_NAMES[code]).inc
-            self._handled[code] = inc
-        inc()
+class MethodTally:
+    """One method's counts: plain numbers under one lock (a prometheus_client series takes
+    a lock and several Python calls per change, and a stream changes two per message).
+    The message counts are added to in place: `with tally.lock: tally.received += 1`."""
+
+    __slots__ = ("handled", "handling_buckets", "handling_sum", "lock", "received", "sent",
+                 "started")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started = self.received = self.sent = 0
+        self.handled: dict[str, int] = {}  # grpc_code name -> calls
+        self.handling_buckets = [0] * (len(_HANDLING_BUCKETS) + 1)  # the last one: +Inf
+        self.handling_sum = 0.0
+
+    def start(self, received: int) -> None:
+        """Count a call that began, with the messages it received so far."""
+        with self.lock:
+            self.started += 1
+            self.received += received
+
+    def end(self, code: grpc.StatusCode, seconds: float, sent: int) -> None:
+        """Count a call that ended with `code` after `seconds`, with `sent` more messages."""
+        name = GRPC_CODE_NAMES[code]
+        with self.lock:
+            self.sent += sent
+            self.handled[name] = self.handled.get(name, 0) + 1
+            self.handling_buckets[bisect.bisect_left(_HANDLING_BUCKETS, seconds)] += 1
+            self.handling_sum += seconds
 
 
 class _Call:
     """Bookkeeping of one RPC: counts its messages and records how it ended."""
 
-    def __init__(self, series: _MethodSeries, context: grpc.ServicerContext):
-        self.series, self.context = series, context
+    __slots__ = ("context", "start", "tally")
+
+    def __init__(self, tally: MethodTally, context: grpc.ServicerContext):
+        self.tally, self.context = tally, context
         self.start = 0.0
-        self.received = series.received
-        self.sent = series.sent
 
-    def begin(self) -> None:
+    def begin(self, received: int = 0) -> None:
         self.start = time.perf_counter()
-        self.series.started()
+        self.tally.start(received)
 
-    def end(self, failed: bool) -> None:
-        self.series.handled(_final_code(self.context, failed))
-        self.series.handling(time.perf_counter() - self.start)
+    def end(self, failed: bool, sent: int = 0) -> None:
+        self.tally.end(_final_code(self.context, failed), time.perf_counter() - self.start,
+                       sent)
 
 
 def _final_code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
@@ -145,7 +191,9 @@ class _CountingIterator:
 
     def __next__(self) -> Any:
         request = next(self._requests)
-        self._call.received()
+        tally = self._call.tally
+        with tally.lock:
+            tally.received += 1
         return request
 
 
@@ -167,7 +215,6 @@ class MetricsInterceptor(grpc.ServerInterceptor):
     def __init__(self, metrics: GrpcMetrics):
         self._metrics = metrics
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-        self._series: dict[tuple[str, str, str], _MethodSeries] = {}
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -184,10 +231,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service, _, name = method.lstrip("/").rpartition("/")
         rpc_type = _RPC_TYPES[(handler.request_streaming, handler.response_streaming)]
-        labels = (rpc_type, service, name)
-        series = self._series.get(labels)
-        if series is None:
-            series = self._series[labels] = _MethodSeries(self._metrics, labels)
+        tally = self._metrics.tally((rpc_type, service, name))
         wrap = _wrap_stream_response if handler.response_streaming else _wrap_unary_response
         behavior = {
             "unary": handler.unary_unary,
@@ -196,46 +240,46 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             "bidi_stream": handler.stream_stream,
         }[rpc_type]
         return _FACTORIES[rpc_type](
-            wrap(behavior, series, handler.request_streaming),
+            wrap(behavior, tally, handler.request_streaming),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
 
-def _request_argument(request: Any, call: _Call, streaming: bool) -> Any:
-    if streaming:
-        return _CountingIterator(iter(request), call)
-    call.received()
-    return request
-
-
-def _wrap_unary_response(behavior, series, request_streaming):
+def _wrap_unary_response(behavior, tally, request_streaming):
     def handle(request, context):
-        call = _Call(series, context)
-        call.begin()
+        call = _Call(tally, context)
+        if request_streaming:
+            call.begin()
+            request = _CountingIterator(iter(request), call)
+        else:
+            call.begin(received=1)
         try:
-            response = behavior(_request_argument(request, call, request_streaming), context)
+            response = behavior(request, context)
         except BaseException:
             call.end(failed=True)
             raise
-        if response is not None:
-            call.sent()
-        call.end(failed=False)
+        call.end(failed=False, sent=int(response is not None))
         return response
 
     return handle
 
 
-def _wrap_stream_response(behavior, series, request_streaming):
+def _wrap_stream_response(behavior, tally, request_streaming):
     def handle(request, context):
         # Everything happens inside the generator, so a call grpc never starts (cancelled
         # before its first message) is neither started nor handled. grpc closes the
         # generator when the client goes away: GeneratorExit lands in the except below.
-        call = _Call(series, context)
-        call.begin()
+        call = _Call(tally, context)
+        if request_streaming:
+            call.begin()
+            request = _CountingIterator(iter(request), call)
+        else:
+            call.begin(received=1)
         try:
-            for response in behavior(_request_argument(request, call, request_streaming), context):
-                call.sent()
+            for response in behavior(request, context):
+                with tally.lock:
+                    tally.sent += 1
                 yield response
         except BaseException:
             call.end(failed=True)

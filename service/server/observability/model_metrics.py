@@ -25,6 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from service.model.quality import LayerStatsValues
+from service.server.observability.histograms import cumulative_buckets
 
 _LOG = logging.getLogger(__name__)
 
@@ -249,24 +250,10 @@ class BatchCollector(Collector):
                 compute_sum = tally.compute_sum
             for family, value in zip((learned, inferred, skipped), counts, strict=True):
                 family.add_metric((model,), value)
-            sizes.add_metric((model,), _cumulative(_BATCH_BUCKETS, size_buckets), size_sum)
-            compute.add_metric((model,), _cumulative(_COMPUTE_BUCKETS, compute_buckets),
+            sizes.add_metric((model,), cumulative_buckets(_BATCH_BUCKETS, size_buckets), size_sum)
+            compute.add_metric((model,), cumulative_buckets(_COMPUTE_BUCKETS, compute_buckets),
                                compute_sum)
         yield from (learned, inferred, skipped, sizes, compute)
-
-
-def _cumulative(bounds: tuple, counts: list[int]) -> list[tuple[str, float]]:
-    """Prometheus histogram buckets (le, cumulative count), +Inf last."""
-    out, total = [], 0
-    for bound, count in zip((*bounds, math.inf), counts, strict=True):
-        total += count
-        out.append(("+Inf" if bound == math.inf else _le(bound), total))
-    return out
-
-
-def _le(bound: float) -> str:
-    """A bucket bound as prometheus_client writes it (1.0, 0.00025, ...)."""
-    return repr(float(bound))
 
 
 class LayerStatsCollector(Collector):
