@@ -58,10 +58,11 @@ class StreamLimiter(grpc.ServerInterceptor):
                     f"too many open streams: this server serves at most {self.max_streams} "
                     "at once; retry later or send over an open stream",
                 )
-            try:
-                yield from behavior(requests, context)
-            finally:  # also when grpc closes the generator of a cancelled call
-                self._give_back()
+            # the slot goes back when the call ends, however it ends; a callback rather
+            # than a generator around the stream's, which would run once per message
+            if not context.add_callback(self._give_back):
+                self._give_back()  # the call has ended already
+            return behavior(requests, context)
 
         return grpc.stream_stream_rpc_method_handler(
             limited,
