@@ -4,6 +4,7 @@
     hebbian bench [service] [...]      (service vs a bare gRPC echo server)
     hebbian bench engine [...]         (the engine alone)
     hebbian bench pipeline [...]       (the service's own cost per message, without gRPC)
+    hebbian bench floor [...]          (echo, the least work any design adds, the service)
     hebbian bench shards [...]         (3 shards against 1 behind HAProxy, as a ratio)
     hebbian [--target HOST:PORT] [--timeout S] models list|create|get|update|delete ...
     hebbian models create NAME --from model.npz|model.keras   (config and state of a file)
@@ -92,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", add_help=False,
         help="benchmarks: `hebbian bench [service]` runs the service against a bare gRPC "
         "echo server, `hebbian bench engine` the engine alone, `hebbian bench pipeline` the "
-        "service without gRPC, `hebbian bench shards` 3 shards against 1 behind HAProxy "
-        "(each with --help)",
+        "service without gRPC, `hebbian bench floor` the echo plus the least work any design "
+        "adds, `hebbian bench shards` 3 shards against 1 behind HAProxy (each with --help)",
     )
 
     client = argparse.ArgumentParser(add_help=False)
@@ -295,8 +296,8 @@ def _serve(rest: list[str]) -> int:
 
 
 def _bench(rest: list[str]) -> int:
-    """`bench engine|pipeline|shards ...` -> those benchmarks; `bench [service] ...` -> the
-    service one."""
+    """`bench engine|pipeline|floor|shards ...` -> those benchmarks; `bench [service] ...` ->
+    the service one."""
     if rest[:1] == ["engine"]:
         from service.bench.engine import main as bench_engine
 
@@ -305,6 +306,10 @@ def _bench(rest: list[str]) -> int:
         from service.bench.pipeline import main as bench_pipeline
 
         return bench_pipeline(rest[1:])
+    if rest[:1] == ["floor"]:
+        from service.bench.floor import main as bench_floor
+
+        return bench_floor(rest[1:])
     if rest[:1] == ["shards"]:
         from service.bench.shards import main as bench_shards
 

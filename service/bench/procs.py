@@ -335,15 +335,18 @@ class EchoProcess(_Child):
     with `output_dim` outputs."""
 
     def __init__(self, workdir: Path, output_dim: int, name: str = "echo",
-                 cpus: frozenset[int] | None = None):
+                 cpus: frozenset[int] | None = None, work: str = "echo", input_dim: int = 256):
         super().__init__(workdir, name, cpus)
         self.output_dim = output_dim
+        self.work, self.input_dim = work, input_dim
 
-    def start(self, timeout: float = 60.0) -> EchoProcess:
-        """Start the echo server and wait until it accepts connections."""
+    def start(self, timeout: float = 180.0) -> EchoProcess:
+        """Start the echo server and wait until it accepts connections (a floor server
+        loads or compiles the engine's kernels first)."""
         self._spawn([
             sys.executable, "-m", "service.bench.echo", "--port", str(self.port),
-            "--output-dim", str(self.output_dim),
+            "--output-dim", str(self.output_dim), "--input-dim", str(self.input_dim),
+            "--work", self.work,
         ])
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:

@@ -113,3 +113,13 @@ def test_bench_engine_runs_both_engines_side_by_side():
     assert model["bounds"]["bandwidth_share"] > 0 and model["bounds"]["flop_share"] > 0
     assert result["memory"]["native_imports_tensorflow"] is False
     assert len(result["targets"]) == 4
+
+
+def test_bench_floor_runs_the_echo_both_floors_and_the_service():
+    result = bench("floor", "--repeats", "1", "--duration", "0.4", "--warmup", "0.1", "--json")
+    servers = result["servers"]
+    assert list(servers) == ["echo", "engine", "logged", "service"]
+    assert servers["echo"]["vs_echo"] == 1
+    for name, row in servers.items():
+        assert row["messages_per_s"] > 0 and row["server_cpu_us_per_msg"] > 0, name
+        assert len(result["runs"][name]) == 1

@@ -111,3 +111,42 @@ def test_targets_and_table_from_a_result():
     assert "note: a note" in table and "0.90x" in table
     assert "   12.5     0.25" in table  # micro-batch columns
     assert "20.0 s cold" in table and "CreateModel p50 30.0 ms" in table
+
+
+@pytest.mark.parametrize("work", ["engine", "logged"])
+def test_a_floor_server_answers_with_the_engine_and_the_logged_one_writes_every_message(
+        work, tmp_path):
+    from service.model.stack import HebbianStack, StackConfig
+    from service.state.log_reader import read_segment
+
+    server, port = start_echo("127.0.0.1", 0, output_dim=4, work=work, input_dim=16,
+                              log_directory=tmp_path)
+    try:
+        messages = load.payloads(16, 3)[:2]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.stream_stream(load.STREAM_METHOD)
+            answers = [pb.StreamProcessResponse.FromString(raw)
+                       for raw in call(iter(messages), timeout=60)]
+    finally:
+        server.stop(0)
+    # the same model (16 -> 4 oja, seed 0) fed the same samples answers the same
+    reference = HebbianStack(StackConfig.from_dict(
+        {"input_dim": 16, "layers": [{"units": 4, "rule": "oja", "seed": 0}]})).engine
+    for message, answer in zip(messages, answers, strict=True):
+        samples = np.frombuffer(pb.StreamProcessRequest.FromString(message).samples.raw,
+                                np.float32).reshape(3, 16)
+        expected = reference.process(samples, True)
+        assert answer.step == expected.step
+        np.testing.assert_array_equal(
+            np.frombuffer(answer.activations.raw, np.float32).reshape(3, 4),
+            expected.activations)
+    log = tmp_path / "floor.wal"
+    if work == "engine":
+        assert not log.exists()
+        return
+    records, torn = read_segment(log, log.read_bytes(), last=True, expected_seq=1)
+    assert torn is None and [record.seq for _, record in records] == [1, 2]
+    for message, (_, record) in zip(messages, records, strict=True):
+        assert record.samples.tobytes() == pb.StreamProcessRequest.FromString(
+            message).samples.raw
+        assert record.learn.all()
