@@ -115,11 +115,15 @@ def test_bench_engine_runs_both_engines_side_by_side():
     assert len(result["targets"]) == 4
 
 
-def test_bench_floor_runs_the_echo_both_floors_and_the_service():
-    result = bench("floor", "--repeats", "1", "--duration", "0.4", "--warmup", "0.1", "--json")
+@pytest.mark.parametrize("calls", [(), ("--unary",)], ids=["stream", "unary"])
+def test_bench_floor_runs_the_echo_both_floors_and_the_service(calls):
+    result = bench("floor", "--repeats", "1", "--duration", "0.4", "--warmup", "0.1", "--json",
+                   *calls)
+    assert result["settings"]["unary"] is bool(calls)
     servers = result["servers"]
     assert list(servers) == ["echo", "engine", "logged", "service"]
     assert servers["echo"]["vs_echo"] == 1
     for name, row in servers.items():
         assert row["messages_per_s"] > 0 and row["server_cpu_us_per_msg"] > 0, name
+        assert row["p50_ms"] > 0 and row["p50_vs_echo"] > 0, name
         assert len(result["runs"][name]) == 1
