@@ -229,3 +229,83 @@ def test_many_threads_each_get_their_own_answers_and_everything_is_applied_once_
     assert sorted(applied) == sorted((t, i) for t in range(8) for i in range(300))
     for t in range(8):  # each sensor's requests were applied in its order
         assert [i for s, i in applied if s == t] == list(range(300))
+
+
+# -- run_if_idle: an idle model's request applied without a Pending ---------------------
+
+
+def test_run_if_idle_runs_on_the_callers_thread_only_when_nothing_holds_or_waits():
+    apply = Recorder()
+    combiner = Combiner(apply, max_batch=64, capacity=1000)
+    ran: list[str] = []
+
+    def fn(arg):
+        ran.append(threading.current_thread().name)
+        return ("now", arg)
+
+    assert combiner.run_if_idle(fn, "a") == (True, ("now", "a"))
+    assert ran == [threading.current_thread().name]
+    apply.gate.clear()  # a holder that stays busy
+    holder, out = start(combiner.run, Pending("b", 1))
+    assert apply.entered.wait(WAIT)
+    assert combiner.run_if_idle(fn, "c") == (False, None)  # busy: nothing run
+    apply.gate.set()
+    holder.join(WAIT)
+    assert out == {"result": ("done", "b")} and len(ran) == 1
+    assert combiner.run_if_idle(fn, "d") == (True, ("now", "d"))  # idle again
+    combiner.close()
+    assert combiner.run_if_idle(fn, "e") == (False, None)
+    assert len(ran) == 2
+
+
+def test_work_queued_while_run_if_idle_runs_is_applied_after_it_in_order():
+    apply = Recorder()
+    combiner = Combiner(apply, max_batch=64, capacity=1000)
+    inside, release = threading.Event(), threading.Event()
+    waiting = Pending("waited", 1)
+    queued = Pending("submitted", 1)
+
+    def fn(arg):
+        inside.set()
+        assert release.wait(WAIT)
+        return arg
+
+    runner, out = start(combiner.run_if_idle, fn, "first")
+    assert inside.wait(WAIT)
+    combiner.submit(queued)  # queued behind the holder; its thread goes on without waiting
+    assert not queued.done
+    waiter, waited = start(combiner.run, waiting)
+    wait_until(lambda: waiting._wake is not None, "the second request to wait")
+    release.set()
+    runner.join(WAIT)
+    waiter.join(WAIT)
+    assert out == {"result": (True, "first")}
+    assert waited == {"result": ("done", "waited")}
+    assert queued.outcome() == ("done", "submitted")
+    assert [p for batch in apply.batches for p in batch] == ["submitted", "waited"]
+
+
+def test_run_if_idle_releases_the_model_when_its_function_raises():
+    combiner = Combiner(Recorder(), max_batch=64, capacity=1000)
+
+    def fails(arg):
+        raise RuntimeError(arg)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        combiner.run_if_idle(fails, "boom")
+    assert combiner.run(Pending("after", 1)) == ("done", "after")
+
+
+def test_work_queued_with_nobody_waiting_is_applied_by_the_run_if_idle_thread():
+    apply = Recorder()
+    combiner = Combiner(apply, max_batch=64, capacity=1000)
+    queued = Pending("submitted", 1)
+
+    def fn(arg):
+        combiner.submit(queued)  # e.g. a read-ahead stream's message, its thread gone on
+        return arg
+
+    assert combiner.run_if_idle(fn, "first") == (True, "first")
+    assert queued.outcome() == ("done", "submitted")
+    assert apply.threads == [threading.current_thread().name]
+    assert combiner.run_if_idle(lambda arg: arg, "idle again") == (True, "idle again")

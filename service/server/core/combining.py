@@ -178,6 +178,23 @@ class Combiner:
         if batch is not None or holder:
             self._hold(item, batch)
 
+    def run_if_idle(self, fn: Callable[[Any], Any], arg: Any) -> tuple[bool, Any]:
+        """If the model is idle (no holder, nothing queued, not closed), run `fn(arg)` now
+        as the holder, on this thread: (True, its result). Else (False, None) at once, and
+        the caller queues its work as usual. Requests that queue meanwhile are applied
+        after it, as behind any holder. `fn`'s exceptions are raised, the role released."""
+        with self._mutex:
+            if self._busy or self._queue or self._closed:
+                return False, None
+            self._busy = True
+        try:
+            return True, fn(arg)
+        finally:
+            with self._mutex:
+                passed = self._pass_on()
+            if not passed:  # items queued with nobody waiting for them: apply them too
+                self._hold(_FINISHED)
+
     def wait(self, item: Pending) -> Any:
         """The outcome of a submitted item; the waiting thread may become the holder.
 
@@ -338,6 +355,10 @@ class Combiner:
         self._queued_samples -= item.samples
         self._notify_room()
         self._on_withdrawn(item.samples)
+
+
+_FINISHED = Pending(None, control=True)  # the item of a `run_if_idle` holder: done already
+_FINISHED.resolve(None)
 
 
 def _admissible(item: Pending) -> bool:

@@ -71,8 +71,24 @@ class LiveModel:
         `timeout` is the caller's time left: a request still queued when it passes is
         not applied (DeadlinePassedError).
         """
+        return self.pending(SampleRequest(samples, bool(learn), request_id), timeout)
+
+    def pending(self, request: SampleRequest, timeout: float | None = None) -> Pending:
+        """`request` as a `Pending` to `run` or `submit` (`timeout`: as for `request`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        return Pending(SampleRequest(samples, bool(learn), request_id), len(samples), deadline)
+        return Pending(request, len(request.samples), deadline)
+
+    def apply_if_idle(self, request: SampleRequest) -> Answer | None:
+        """Apply `request` now, on this thread, if the model is idle: its answer. None when
+        another thread holds the model or work is queued (or the model is being deleted):
+        then `submit` a `pending` of it, to be applied in order behind them.
+
+        Raises what `run` raises for a request applied (ModelMovingError, UnavailableError).
+        """
+        applied, result = self._combiner.run_if_idle(self._apply_one, request)
+        if isinstance(result, DomainError):
+            raise result
+        return result if applied else None
 
     def run(self, pending: Pending) -> Answer:
         """Apply a request made by `request`; its answer.
@@ -229,3 +245,12 @@ class LiveModel:
                 item.resolve(result)
         if self.session.snapshot_due():
             self.session.snapshot_if_due()
+
+    def _apply_one(self, request: SampleRequest) -> Answer | DomainError:
+        """`_apply` of a lone request, without its `Pending` (`apply_if_idle`)."""
+        if self._moving is not None:  # frozen: nothing is logged or applied
+            return ModelMovingError(self._moving, "moving", len(request.samples))
+        (result,) = self.session.process((request,))
+        if self.session.snapshot_due():
+            self.session.snapshot_if_due()
+        return result

@@ -12,9 +12,9 @@ from service.api import hebbian_pb2 as pb
 from service.codec.tensors import decode_samples, encode_tensor
 from service.errors import DomainError, LimitExceededError
 from service.server.core import bounds
-from service.server.core.combining import Pending
 from service.server.core.live_model import LiveModel
 from service.server.core.registry import ModelRegistry
+from service.server.core.session import SampleRequest
 
 # Bytes of a response besides activations, skipped indices and id (model, shape, framing).
 _RESPONSE_OVERHEAD = 1024
@@ -38,9 +38,9 @@ class RequestParser:
         self._max_samples = max_samples_per_request
         self._max_message_bytes = max_message_bytes
 
-    def parse(self, message: SampleMessage,
-              timeout: float | None = None) -> tuple[LiveModel, Pending]:
-        """The model a message is for and its request, ready to run.
+    def parse(self, message: SampleMessage) -> tuple[LiveModel, SampleRequest]:
+        """The model a message is for and its request, ready to apply (`apply_if_idle`) or
+        to queue (`pending`).
 
         Raises:
           ModelNotFoundError, InvalidInputError, LimitExceededError: the message is refused.
@@ -62,7 +62,7 @@ class RequestParser:
                 "would exceed the message size limit; send fewer samples per request"
             )
         learn = message.learn if message.HasField("learn") else True
-        return model, model.request(samples, learn, message.request_id, timeout)
+        return model, SampleRequest(samples, bool(learn), message.request_id)
 
 
 def answer_fields(message: SampleMessage, model: LiveModel, answer: Answer) -> dict:

@@ -77,13 +77,15 @@ class HebbianServicer(MoveMethods, pb_grpc.HebbianServiceServicer):
     @_statuses
     def Process(self, request: pb.ProcessRequest, context) -> pb.ProcessResponse:
         """Apply one request's samples and return their activations."""
-        model, pending = self._parser.parse(request, context.time_remaining())
-        model.submit(pending)  # applied now if the model is idle
-        # queued behind the holder: withdrawn if the call ends first (or has ended already)
-        if not pending.done and not context.add_callback(
-                functools.partial(model.withdraw, pending)):
-            model.withdraw(pending)
-        answer = model.wait(pending)
+        model, sample_request = self._parser.parse(request)
+        answer = model.apply_if_idle(sample_request)
+        if answer is None:  # queued behind the holder: withdrawn if the call ends first
+            pending = model.pending(sample_request, context.time_remaining())
+            model.submit(pending)
+            if not pending.done and not context.add_callback(
+                    functools.partial(model.withdraw, pending)):
+                model.withdraw(pending)  # the call has ended already
+            answer = model.wait(pending)
         return pb.ProcessResponse(**answer_fields(request, model, answer))
 
     def StreamProcess(

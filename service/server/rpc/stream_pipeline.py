@@ -62,14 +62,14 @@ def _answer_inline(messages, context, parser, abort) -> Iterator[pb.StreamProces
         return
     for message in messages:
         try:
-            model, pending = parser.parse(message)
-            model.submit(pending)
-            if not pending.done:  # queued behind the model's holder: withdrawn if the call ends
+            model, request = parser.parse(message)
+            answer = model.apply_if_idle(request)
+            if answer is None:  # queued behind the model's holder: withdrawn if the call ends
+                pending = model.pending(request)
                 current.set(model, pending)
+                model.submit(pending)
                 answer = model.wait(pending)
                 current.clear()
-            else:
-                answer = pending.outcome()
         except DomainError as err:
             abort(context, err)
         yield pb.StreamProcessResponse(**answer_fields(message, model, answer))
@@ -130,7 +130,8 @@ def _read(messages: Iterator, parser: RequestParser, window: StreamWindow) -> No
         for message in messages:
             if window.closed:
                 return
-            model, pending = parser.parse(message)
+            model, request = parser.parse(message)
+            pending = model.pending(request)
             window.put((message, model, pending), _message_bytes(message))
             if window.closed:  # withdrawn meanwhile: never submit it
                 return
