@@ -246,14 +246,20 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         )
 
 
+def _begin(call: _Call, request: Any, streaming: bool) -> Any:
+    """Count the call as started (and its request, when unary); the request argument to
+    hand to the method: a stream's requests counted as they are read."""
+    if streaming:
+        call.begin()
+        return _CountingIterator(iter(request), call)
+    call.begin(received=1)
+    return request
+
+
 def _wrap_unary_response(behavior, tally, request_streaming):
     def handle(request, context):
         call = _Call(tally, context)
-        if request_streaming:
-            call.begin()
-            request = _CountingIterator(iter(request), call)
-        else:
-            call.begin(received=1)
+        request = _begin(call, request, request_streaming)
         try:
             response = behavior(request, context)
         except BaseException:
@@ -271,11 +277,7 @@ def _wrap_stream_response(behavior, tally, request_streaming):
         # before its first message) is neither started nor handled. grpc closes the
         # generator when the client goes away: GeneratorExit lands in the except below.
         call = _Call(tally, context)
-        if request_streaming:
-            call.begin()
-            request = _CountingIterator(iter(request), call)
-        else:
-            call.begin(received=1)
+        request = _begin(call, request, request_streaming)
         try:
             for response in behavior(request, context):
                 with tally.lock:
