@@ -115,7 +115,7 @@ class FloorEcho(Echo):
                   "layers": [{"units": output_dim, "rule": "oja", "seed": 0}]}
         self.input_dim = input_dim
         self._engine = HebbianStack(StackConfig.from_dict(config)).engine
-        self._max_samples = max_message_bytes // (4 * input_dim)
+        self._max_samples = min(max_message_bytes // (4 * input_dim), len(_LEARN))
         self._lock = threading.Lock()  # one writer at a time, as in the service
         self._seq = 0
         self._log = None if log_directory is None else os.open(

@@ -163,20 +163,13 @@ class Combiner:
         with self._mutex:
             if self._closed and not final:
                 raise CombinerClosedError
-            if not self._busy and not self._queue and _admissible(item):
-                # idle: this thread applies its item at once, the queue is not involved
-                self._busy = True
-                item._state = _TAKEN
-                batch = [item]
-            else:
-                self._wait_for_room(item)
-                self._queue.append(item)
-                self._queued_samples += item.samples
-                holder = not self._busy
-                self._busy = True
-                batch = None
-        if batch is not None or holder:
-            self._hold(item, batch)
+            self._wait_for_room(item)
+            self._queue.append(item)
+            self._queued_samples += item.samples
+            holder = not self._busy
+            self._busy = True
+        if holder:
+            self._hold(item)
 
     def run_if_idle(self, fn: Callable[[Any], Any], arg: Any) -> tuple[bool, Any]:
         """If the model is idle (no holder, nothing queued, not closed), run `fn(arg)` now
@@ -199,7 +192,7 @@ class Combiner:
         """The outcome of a submitted item; the waiting thread may become the holder.
 
         Raises what `run` raises, but CombinerClosedError and OverloadedError."""
-        if item._state == _DONE:  # applied by `submit` (done is final: no lock needed)
+        if item._state == _DONE:  # applied by `submit`'s thread (final: no lock needed)
             return item.outcome()
         with self._mutex:
             if item._state == _QUEUED and item.cancelled and item not in self._queue:
@@ -269,14 +262,12 @@ class Combiner:
                     return False
                 deadline = None  # being applied: wait for its end whatever the deadline
 
-    def _hold(self, item: Pending, batch: list[Pending] | None = None) -> None:
-        """Apply `batch` (already taken), then batches from the queue until `item` is done;
-        then pass the role on (or, when no thread waits for what is queued, go on applying
-        it)."""
+    def _hold(self, item: Pending) -> None:
+        """Apply batches from the queue until `item` is done; then pass the role on (or,
+        when no thread waits for what is queued, go on applying it)."""
         while True:
-            if batch is None:
-                with self._mutex:
-                    batch = self._take()
+            with self._mutex:
+                batch = self._take()
             if batch:
                 try:
                     self._apply(batch)
@@ -285,18 +276,13 @@ class Combiner:
                 except Exception as err:  # never leave a caller waiting
                     log.exception("a batch failed")
                     _fail_open(batch, InternalError(f"batch failed: {type(err).__name__}: {err}"))
-                for other in batch:
-                    if other._state != _DONE:
-                        _fail_open(batch, InternalError("the batch left this request "
-                                                        "unanswered"))
-                        break
+                if not all(other.done for other in batch):
+                    _fail_open(batch, InternalError("the batch left this request unanswered"))
             with self._mutex:
                 for other in batch:
-                    if other._wake is not None:  # `_wake_waiter`, inlined (once per item)
-                        _wake_waiter(other)
+                    _wake_waiter(other)
                 if item._state == _DONE and self._pass_on():
                     return
-            batch = None
 
     def _take(self) -> list[Pending]:
         """(mutex held) The next batch; drops withdrawn and expired items on the way."""
@@ -359,12 +345,6 @@ class Combiner:
 
 _FINISHED = Pending(None, control=True)  # the item of a `run_if_idle` holder: done already
 _FINISHED.resolve(None)
-
-
-def _admissible(item: Pending) -> bool:
-    """Whether an item may still be applied: not withdrawn, its deadline not passed (one
-    that is not goes through the queue, which fails it the way it fails any)."""
-    return not item.cancelled and (item.deadline is None or time.monotonic() < item.deadline)
 
 
 def _wake_waiter(item: Pending) -> None:
